@@ -1,0 +1,200 @@
+"""Sampling from the model, and the two estimators every method reports against.
+
+- `generate`: n completions for each prompt. Prompts of equal length are prefilled together in
+  one forward; the KV cache is then copied to n rows, so the prompt is never recomputed per sample.
+  Each step feeds one token per row. Temperature 0 is argmax; otherwise softmax(logits / T),
+  optionally cut to the top k, drawn with an explicit torch.Generator: same seed, same samples.
+  A row stops at <|endoftext|>.
+- `pass_at_k`: the unbiased estimator of Chen et al. (2021): with n samples of which c are
+  correct, pass@k = 1 - C(n-c, k) / C(n, k), the chance that k of them drawn without replacement
+  contain a correct one.
+- `majority_vote`: the most common answer (self-consistency); ties go to the answer seen first.
+- `evaluate`: greedy accuracy, sampled pass@1 and pass@k of a model on a list of problems.
+
+Command line:
+  python sample.py --task arith --prompt "123+45=" -n 4 --temperature 0.8
+  python sample.py --task arith --eval          # greedy accuracy and pass@k on the test split
+  python sample.py --ckpt out/some.pt --prompt "..."
+"""
+import argparse
+import os
+import sys
+from collections import Counter, defaultdict
+
+import numpy as np
+import torch
+
+from model import EOT, KVCache, autocast, decode, encode
+
+
+@torch.no_grad()
+def generate(model, prompts, n=1, max_new_tokens=32, temperature=0.0, top_k=None, seed=0,
+             max_rows=512):
+    """n completions for each prompt -> list (one per prompt) of n strings, prompt stripped and
+    cut at <|endoftext|>. `max_rows` bounds how many sequences decode at once (memory)."""
+    if temperature < 0:
+        raise ValueError("temperature must be >= 0")
+    model.eval()
+    device = next(model.parameters()).device
+    gen = torch.Generator(device=device).manual_seed(seed)
+    out = [None] * len(prompts)
+    # equal-length prompts share one prefill with no padding, so the batched result is exact
+    by_length = defaultdict(list)
+    for i, p in enumerate(prompts):
+        by_length[len(encode(p))].append(i)
+    per_chunk = max(1, max_rows // n)
+    for length in sorted(by_length):
+        ids = by_length[length]
+        for s in range(0, len(ids), per_chunk):
+            chunk = ids[s:s + per_chunk]
+            idx = torch.tensor([encode(prompts[i]) for i in chunk], device=device)  # (B, L)
+            rows = _decode(model, idx, n, max_new_tokens, temperature, top_k, gen)
+            for j, i in enumerate(chunk):
+                out[i] = rows[j * n:(j + 1) * n]
+    return out
+
+
+def _decode(model, idx, n, max_new_tokens, temperature, top_k, gen):
+    B, L = idx.shape
+    block = model.config.block_size
+    if L >= block:
+        raise ValueError(f"prompt of {L} tokens does not fit block_size {block}")
+    max_new_tokens = min(max_new_tokens, block - L)
+    dtype = torch.bfloat16 if idx.device.type == "cuda" else torch.float32
+    cache = KVCache(model.config, B, L + max_new_tokens, idx.device, dtype)
+    with autocast(idx.device.type):
+        logits, _ = model(idx, cache=cache)  # (B, L, vocab): prefill once per prompt
+        logits = logits[:, -1].repeat_interleave(n, dim=0)  # (B*n, vocab)
+        cache.repeat(n)  # the n samples of a prompt share its prefix
+        done = torch.zeros(B * n, dtype=torch.bool, device=idx.device)
+        steps = []
+        for t in range(max_new_tokens):
+            nxt = _pick(logits.float(), temperature, top_k, gen)  # (B*n,)
+            nxt = torch.where(done, torch.full_like(nxt, EOT), nxt)
+            steps.append(nxt)
+            done |= nxt == EOT
+            if bool(done.all()) or t == max_new_tokens - 1:
+                break
+            logits, _ = model(nxt.unsqueeze(1), cache=cache)  # (B*n, 1, vocab)
+            logits = logits[:, -1]
+    tokens = torch.stack(steps, dim=1).tolist()  # (B*n, steps)
+    texts = []
+    for row in tokens:
+        if EOT in row:
+            row = row[:row.index(EOT)]
+        texts.append(decode(row))
+    return texts
+
+
+def _pick(logits, temperature, top_k, gen):
+    """logits (R, vocab) -> next token ids (R,)."""
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = logits / temperature
+    if top_k is not None and top_k < logits.size(-1):
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (R, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = torch.softmax(logits, dim=-1)
+    return torch.multinomial(probs, 1, generator=gen).squeeze(1)
+
+
+def pass_at_k(n, c, k):
+    """Unbiased pass@k from n samples with c correct: 1 - C(n-c, k)/C(n, k), computed as a
+    product so it never overflows (Chen et al. 2021)."""
+    if not 0 <= c <= n or not 1 <= k <= n:
+        raise ValueError(f"need 0 <= c <= n and 1 <= k <= n, got n={n} c={c} k={k}")
+    if n - c < k:
+        return 1.0
+    return float(1.0 - np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
+
+
+def majority_vote(answers):
+    """Most common answer; a tie goes to the one that appeared first. None if empty."""
+    if not answers:
+        return None
+    counts = Counter(answers)
+    best = max(counts.values())
+    return next(a for a in answers if counts[a] == best)
+
+
+def evaluate(model, task, problems, n=16, temperature=0.8, top_k=None, seed=0, ks=(1, 16)):
+    """Greedy accuracy and sampled pass@k (k in ks) on `problems`. Returns a dict
+    {"greedy_acc": .., "pass@1": .., "pass@16": ..}; `samples` and `correct` for reuse."""
+    prompts = [p.prompt for p in problems]
+    greedy = generate(model, prompts, n=1, max_new_tokens=task.max_new_tokens, seed=seed)
+    result = {"greedy_acc": float(np.mean(
+        [task.check(p, g[0]).correct for p, g in zip(problems, greedy)]))}
+    samples = generate(model, prompts, n=n, max_new_tokens=task.max_new_tokens,
+                       temperature=temperature, top_k=top_k, seed=seed)
+    correct = [sum(task.check(p, s).correct for s in ss) for p, ss in zip(problems, samples)]
+    for k in ks:
+        result[f"pass@{k}"] = float(np.mean([pass_at_k(n, c, k) for c in correct]))
+    return result
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ckpt", help="checkpoint to sample from (default: the task's base model)")
+    parser.add_argument("--task", default="arith", help="task whose base model to use (arith, code)")
+    parser.add_argument("--prompt", help="a prompt to complete (default: a few test problems)")
+    parser.add_argument("-n", type=int, default=4, help="samples per prompt")
+    parser.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+    parser.add_argument("--top_k", type=int, default=None, help="sample only from the k likeliest")
+    parser.add_argument("--max_new_tokens", type=int, default=None, help="default: the task's")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--eval", action="store_true",
+                        help="print greedy accuracy and pass@1/pass@k on the test split")
+    parser.add_argument("--problems", type=int, default=500, help="test problems for --eval")
+    parser.add_argument("--k", type=int, default=16, help="k of pass@k for --eval (n = k samples)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    args = parser.parse_args()
+
+    from verify import TASKS
+    from model import CheckpointError, load, pick_device
+    if args.task not in TASKS:
+        parser.error(f"unknown task {args.task!r}; choose from {', '.join(TASKS)}")
+    if args.n < 1 or args.k < 1 or args.problems < 1 or args.temperature < 0:
+        parser.error("-n, --k and --problems must be >= 1 and --temperature >= 0")
+    task = TASKS[args.task]
+    try:
+        device = pick_device(args.device)
+        if args.ckpt:
+            model = load(args.ckpt, device)
+        else:
+            sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "methods"))
+            from sft import base_model
+            model = base_model(args.task, device=device)
+    except (CheckpointError, ValueError) as e:
+        sys.exit(f"error: {e}")
+
+    if args.eval:
+        problems = task.problems(args.problems, seed=0, split="test")
+        r = evaluate(model, task, problems, n=args.k, temperature=args.temperature,
+                     top_k=args.top_k, seed=args.seed, ks=sorted({1, args.k}))
+        print(f"{args.task}: {len(problems)} test problems, T={args.temperature}")
+        for name, value in r.items():
+            print(f"  {name:<10} {value:.3f}")
+        return
+    if args.prompt is not None:
+        problems, prompts = None, [args.prompt]
+    else:
+        problems = task.problems(3, seed=args.seed, split="test")
+        prompts = [p.prompt for p in problems]
+    max_new = args.max_new_tokens or task.max_new_tokens
+    try:
+        outs = generate(model, prompts, n=args.n, max_new_tokens=max_new,
+                        temperature=args.temperature, top_k=args.top_k, seed=args.seed)
+    except ValueError as e:
+        sys.exit(f"error: {e}")
+    for i, (prompt, samples) in enumerate(zip(prompts, outs)):
+        print(prompt, end="" if prompt.endswith("\n") else "\n")
+        for s in samples:
+            mark = ""
+            if problems is not None:
+                mark = "  ok" if task.check(problems[i], s).correct else "  x"
+            print(f"  -> {s!r}{mark}")
+
+
+if __name__ == "__main__":
+    main()

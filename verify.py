@@ -1,0 +1,524 @@
+"""
+The tasks and their oracles.
+
+Every method in this repo needs the same three things from a task: problems to train and test
+on, a reference answer to imitate, and a checker that says whether a model's answer is right.
+Because the tasks are synthetic, the checker is a short program, not a human or another model,
+so "was the model right?" has an exact answer. That is what makes self-improvement measurable.
+
+Two tasks:
+
+arith   Multi-digit arithmetic. Difficulty d = number of digits. Half the problems are
+        additions a+b (a, b < 10**d), half are multiplications a*b of a d-digit number by a
+        single digit. The prompt is written normally, "123+45=", but the answer is the result's
+        digits REVERSED, "861" for 168: the model writes the least significant digit first, the
+        way you carry by hand, so each digit depends only on what it has already written (the
+        minGPT adder trick, also Lee et al. 2023). The answer is parsed strictly (digits only)
+        and the reward is graded: the share of digit positions that are right.
+
+code    Programming by example in a tiny list language (DeepCoder-style). The prompt shows three
+        input/output examples and the model writes a program such as "sort | add 2 | take 3".
+        Steps are joined by " | " and applied left to right. Difficulty = number of steps (1-4).
+        The program is run by a small, bounded interpreter (no eval/exec: model output is never
+        run as Python) on six HIDDEN inputs; reward = share of hidden tests passed. Any program
+        that behaves like the reference is correct, whatever its text. The feedback an oracle
+        gives (used by Reflexion-style methods) only talks about the visible examples.
+
+Both tasks split problems into "train" and "test" by a stable hash of the prompt text, so the
+two splits can never share a prompt, whatever seed or difficulty you ask for.
+
+Usage:
+    from verify import TASKS
+    task = TASKS["arith"]
+    problems = task.problems(100, seed=0, split="train")
+    verdict = task.check(problems[0], "861")   # Verdict(correct=..., reward=..., feedback=...)
+
+    python verify.py --task code -n 3          # print a few sample problems
+"""
+
+import argparse
+import random
+import re
+import sys
+import zlib
+from dataclasses import dataclass, field
+
+# The difficulty each task uses when none is given. Tuned so the base model has room to improve
+# (see DESIGN.md: 20-80% greedy accuracy on the test split).
+ARITH_DIGITS = 3
+CODE_STEPS = 2
+
+# A checker must answer quickly on ANY string, including adversarial ones. Anything longer than
+# this cannot be a reasonable answer to either task, so it is rejected before any parsing.
+MAX_COMPLETION_CHARS = 200
+
+SPLITS = ("train", "test")
+
+
+# -----------------------------------------------------------------------------
+# The shared contract: what a problem is and what a check returns.
+
+@dataclass
+class Problem:
+    prompt: str          # the text the model is conditioned on
+    answer: str          # the reference completion (SFT trains on prompt + answer + end token)
+    tests: object        # hidden checks: arith -> the integer result, code -> [(input, output)]
+    difficulty: int
+    examples: list = field(default_factory=list)  # code only: the visible (input, output) pairs
+
+
+@dataclass
+class Verdict:
+    correct: bool
+    reward: float        # graded, in [0, 1]; 1.0 exactly when correct
+    feedback: str        # what an oracle would tell the model (code: visible examples only)
+
+
+def split_of(prompt):
+    """The split a prompt belongs to, decided by a stable hash of its text (~10% go to test).
+    crc32 is the same on every machine and every run, unlike Python's built-in hash()."""
+    return "test" if zlib.crc32(prompt.encode("utf-8")) % 10 == 0 else "train"
+
+
+class Task:
+    """What the tasks share: the deterministic, split-respecting problem generator and a
+    `check` that never raises. Subclasses implement `sample`, `_check` and `visible_pass`."""
+
+    name = ""
+    difficulties = range(1, 2)
+    default_difficulty = 1
+
+    def max_tokens(self, difficulty=None):
+        """A generation budget (in characters, an upper bound on tokens) for this difficulty."""
+        raise NotImplementedError
+
+    @property
+    def max_new_tokens(self):
+        """The generation budget at the default difficulty."""
+        return self.max_tokens(self.default_difficulty)
+
+    def resolve_difficulty(self, difficulty):
+        if difficulty is None:
+            return self.default_difficulty
+        if difficulty not in self.difficulties:
+            lo, hi = self.difficulties[0], self.difficulties[-1]
+            raise ValueError(f"{self.name}: difficulty must be in {lo}..{hi}, got {difficulty!r}")
+        return difficulty
+
+    def problems(self, n, seed, split="train", difficulty=None):
+        """n distinct problems of one split. Same arguments -> same problems.
+
+        We draw candidates from a seeded generator and keep the ones whose prompt hashes into
+        the requested split. Because the split is a function of the prompt text alone, train
+        and test can never overlap, no matter which seeds or sizes anyone asks for."""
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+        if not isinstance(n, int) or n < 0:
+            raise ValueError(f"n must be a non-negative integer, got {n!r}")
+        d = self.resolve_difficulty(difficulty)
+        rng = random.Random(f"{seed}-{split}-{d}")
+        out, seen = [], set()
+        # Small pools (1-digit arithmetic has only 200 prompts) can run out; stop and say so
+        # instead of looping forever.
+        max_tries = 1000 + 200 * n
+        tries = 0
+        while len(out) < n:
+            tries += 1
+            if tries > max_tries:
+                raise ValueError(
+                    f"{self.name}: could only find {len(out)} distinct {split} problems at "
+                    f"difficulty {d} (asked for {n}); ask for fewer or raise the difficulty")
+            p = self.sample(rng, d)
+            if p is None or p.prompt in seen or split_of(p.prompt) != split:
+                continue
+            seen.add(p.prompt)
+            out.append(p)
+        return out
+
+    def check(self, problem, completion):
+        """Grade a completion. Never raises: a bug or a weird input gives a zero Verdict."""
+        try:
+            if len(completion) > MAX_COMPLETION_CHARS:  # before any regex: bounded time
+                return Verdict(False, 0.0, "too long")
+            return self._check(problem, completion)
+        except Exception as e:  # noqa: BLE001 -- the contract is "never raises"
+            return Verdict(False, 0.0, f"error: {type(e).__name__}")
+
+    def visible_pass(self, problem, completion):
+        """The self-check a model could run WITHOUT the oracle. Never raises."""
+        raise NotImplementedError
+
+    # subclasses
+    def sample(self, rng, difficulty):
+        raise NotImplementedError
+
+    def _check(self, problem, completion):
+        raise NotImplementedError
+
+
+# -----------------------------------------------------------------------------
+# arith: a+b and a*b with the answer's digits reversed
+
+_DIGITS = re.compile(r"[0-9]{1,%d}" % MAX_COMPLETION_CHARS)  # ASCII only: no sign, no spaces
+
+
+class ArithTask(Task):
+    name = "arith"
+    difficulties = range(1, 10)  # 1..9 digits
+
+    def __init__(self):
+        self.default_difficulty = ARITH_DIGITS
+
+    def max_tokens(self, difficulty=None):
+        d = self.resolve_difficulty(difficulty)
+        # The answer has at most d+1 digits (a carry, or a 1-digit multiplier), plus the end
+        # token. The rest is slack, so a model that overshoots is graded "too long", not cut.
+        return 2 * d + 6
+
+    def sample(self, rng, d):
+        a = rng.randrange(10 ** d)
+        if rng.random() < 0.5:
+            b = rng.randrange(10 ** d)
+            prompt, result = f"{a}+{b}=", a + b
+        else:
+            b = rng.randrange(10)  # d-digit by 1-digit: full d x d is too hard for a tiny model
+            prompt, result = f"{a}*{b}=", a * b
+        return Problem(prompt=prompt, answer=str(result)[::-1], tests=result, difficulty=d)
+
+    def _check(self, problem, completion):
+        if not _DIGITS.fullmatch(completion):
+            return Verdict(False, 0.0, "not a number")
+        answer = problem.answer
+        # The exact reversed string is required: "0861" has the right value but is not the
+        # form the task asks for.
+        if completion == answer and int(completion[::-1]) == problem.tests:
+            return Verdict(True, 1.0, "correct")
+        matches = sum(c == a for c, a in zip(completion, answer))
+        reward = matches / max(len(completion), len(answer))
+        for i, (c, a) in enumerate(zip(completion, answer), start=1):
+            if c != a:
+                return Verdict(False, reward, f"digit {i} is wrong")
+        return Verdict(False, reward, "too short" if len(completion) < len(answer) else "too long")
+
+    def visible_pass(self, problem, completion):
+        """arith shows no worked examples, so the only thing a model can check on its own is
+        the format: True iff the completion is a well-formed number. (It says nothing about
+        whether the number is right; that is the point of the self-correction experiments.)"""
+        try:
+            return len(completion) <= MAX_COMPLETION_CHARS and bool(_DIGITS.fullmatch(completion))
+        except Exception:  # noqa: BLE001
+            return False
+
+
+# -----------------------------------------------------------------------------
+# code: the list language and its interpreter
+#
+# A program is steps joined by "|". Each step maps a list to a list, except the last, which may
+# map a list to an int. Values are lists of ints. The interpreter below is ordinary Python over
+# a parsed list of (name, argument) pairs: the model's text is only ever matched against a
+# grammar, never executed.
+
+MAX_STEPS = 8          # longer programs are a syntax error
+MAX_LEN = 64           # a longer list is a runtime error
+MAX_INT = 10 ** 6      # a bigger |int| is a runtime error (so mul 999 | mul 999 ... stays small)
+
+
+class DSLError(Exception):
+    """Any failure of a program. Internal to the interpreter: check() catches it."""
+
+
+class DSLSyntaxError(DSLError):
+    def __init__(self, step):
+        super().__init__(step)
+        self.step = step  # the offending piece of text
+
+
+class DSLRuntimeError(DSLError):
+    pass
+
+
+def _uniq(xs):
+    seen, out = set(), []
+    for x in xs:
+        if x not in seen:
+            seen.add(x)
+            out.append(x)
+    return out
+
+
+def _cumsum(xs):
+    out, total = [], 0
+    for x in xs:
+        total += x
+        out.append(total)
+    return out
+
+
+def _nonempty(f):
+    def g(xs):
+        if not xs:
+            raise DSLRuntimeError("empty list")
+        return f(xs)
+    return g
+
+
+def _count(k):
+    if k < 0:  # the grammar already forbids it; keep the interpreter safe on its own too
+        raise DSLRuntimeError("negative count")
+    return k
+
+
+# name -> function(list, k). k is None for steps without an argument.
+LIST_OPS = {
+    "sort":   lambda xs, k: sorted(xs),
+    "rev":    lambda xs, k: xs[::-1],
+    "add":    lambda xs, k: [x + k for x in xs],
+    "mul":    lambda xs, k: [x * k for x in xs],
+    "evens":  lambda xs, k: [x for x in xs if x % 2 == 0],
+    "odds":   lambda xs, k: [x for x in xs if x % 2 == 1],
+    "take":   lambda xs, k: xs[:_count(k)],
+    "drop":   lambda xs, k: xs[_count(k):],
+    "uniq":   lambda xs, k: _uniq(xs),
+    "cumsum": lambda xs, k: _cumsum(xs),
+}
+INT_OPS = {  # list -> int; only allowed as the last step
+    "sum": lambda xs, k: sum(xs),
+    "max": lambda xs, k: _nonempty(max)(xs),
+    "min": lambda xs, k: _nonempty(min)(xs),
+    "len": lambda xs, k: len(xs),
+}
+OPS = {**LIST_OPS, **INT_OPS}
+
+# The grammar of one step. [0-9] rather than \d: \d would also accept non-ASCII digits.
+_BARE_STEP = re.compile(r"sort|rev|evens|odds|uniq|cumsum|sum|max|min|len")
+_ADD_MUL_STEP = re.compile(r"(add|mul) (-?[0-9]{1,3})")
+_TAKE_DROP_STEP = re.compile(r"(take|drop) ([0-9]{1,3})")
+
+
+def parse_program(text):
+    """Program text -> list of (name, k) steps. Raises DSLSyntaxError."""
+    # maxsplit keeps the work bounded even for a string made of pipes
+    pieces = text.split("|", MAX_STEPS)
+    if len(pieces) > MAX_STEPS:
+        raise DSLSyntaxError(f"more than {MAX_STEPS} steps")
+    steps = []
+    for i, piece in enumerate(pieces):
+        s = piece.strip()
+        if i > 0 and steps[-1][0] in INT_OPS:
+            raise DSLSyntaxError(s)  # this step would receive a number, not a list
+        if _BARE_STEP.fullmatch(s):
+            steps.append((s, None))
+        elif m := (_ADD_MUL_STEP.fullmatch(s) or _TAKE_DROP_STEP.fullmatch(s)):
+            steps.append((m.group(1), int(m.group(2))))
+        else:
+            raise DSLSyntaxError(s)
+    return steps
+
+
+def _check_bounds(value):
+    if isinstance(value, int):
+        if abs(value) > MAX_INT:
+            raise DSLRuntimeError("integer too large")
+        return
+    if len(value) > MAX_LEN:
+        raise DSLRuntimeError("list too long")
+    if any(abs(x) > MAX_INT for x in value):
+        raise DSLRuntimeError("integer too large")
+
+
+def run_program(steps, xs):
+    """Apply parsed steps to an input list. Raises DSLRuntimeError.
+    Bounds are checked after every step, so the cost is O(steps * MAX_LEN)."""
+    value = list(xs)
+    _check_bounds(value)
+    for name, k in steps:
+        if isinstance(value, int):
+            raise DSLRuntimeError(f"{name} needs a list")
+        value = OPS[name](value, k)
+        _check_bounds(value)
+    return value
+
+
+ERROR = "error"  # what a failed run "outputs"; never equal to a list or an int
+
+
+def run_or_error(steps, xs):
+    try:
+        return run_program(steps, xs)
+    except DSLError:
+        return ERROR
+
+
+def fmt(value):
+    """Values as they appear in prompts and feedback: 7, [1,2,3] (no spaces: chars are tokens)."""
+    if isinstance(value, list):
+        return "[" + ",".join(str(x) for x in value) + "]"
+    return str(value)
+
+
+def format_step(name, k):
+    return name if k is None else f"{name} {k}"
+
+
+# -----------------------------------------------------------------------------
+# code: the task
+
+class CodeTask(Task):
+    name = "code"
+    difficulties = range(1, 5)  # 1..4 steps
+    n_visible = 3
+    n_hidden = 6
+
+    def __init__(self):
+        self.default_difficulty = CODE_STEPS
+
+    def max_tokens(self, difficulty=None):
+        d = self.resolve_difficulty(difficulty)
+        # The longest step ("cumsum", "take 3") is 6 chars, plus " | " between steps: at most
+        # 9d - 3 chars and the end token. 10d + 8 leaves room for a slightly longer program.
+        return 10 * d + 8
+
+    # -- generation --
+
+    @staticmethod
+    def _random_step(rng, last):
+        # The last step may reduce the list to an int; earlier steps must keep a list.
+        names = list(OPS) if last else list(LIST_OPS)
+        name = rng.choice(names)
+        k = {"add": (1, 3), "mul": (2, 3), "take": (1, 3), "drop": (1, 3)}.get(name)
+        return (name, None if k is None else rng.randint(*k))
+
+    def _random_program(self, rng, d):
+        steps = []
+        for i in range(d):
+            while True:
+                step = self._random_step(rng, last=(i == d - 1))
+                # "rev | rev", "sort | sort", "add 1 | add 2": the same step twice in a row is
+                # either pointless or a longer way to write one step.
+                if not steps or steps[-1][0] != step[0]:
+                    break
+            steps.append(step)
+        return steps
+
+    @staticmethod
+    def _random_input(rng):
+        return [rng.randrange(10) for _ in range(rng.randint(3, 6))]
+
+    def _distinct_inputs(self, rng, n, avoid):
+        out = []
+        while len(out) < n:
+            xs = self._random_input(rng)
+            if xs not in avoid and xs not in out:
+                out.append(xs)
+        return out
+
+    def sample(self, rng, d):
+        steps = self._random_program(rng, d)
+        visible = self._distinct_inputs(rng, self.n_visible, avoid=[])
+        hidden = self._distinct_inputs(rng, self.n_hidden, avoid=visible)
+        outs = [run_or_error(steps, xs) for xs in visible + hidden]
+        if ERROR in outs:
+            return None  # e.g. "evens | max" on a list with no even number
+        vis_outs = outs[:self.n_visible]
+        if all(y == [] for y in vis_outs):
+            return None  # every example empty: nothing to learn from
+        if all(y == xs for xs, y in zip(visible, vis_outs)):
+            return None  # looks like the identity: the examples tell nothing
+        examples = list(zip(visible, vis_outs))
+        tests = list(zip(hidden, outs[self.n_visible:]))
+        answer = " | ".join(format_step(*s) for s in steps)
+        return Problem(prompt=self.format_prompt(examples), answer=answer, tests=tests,
+                       difficulty=d, examples=examples)
+
+    @staticmethod
+    def format_prompt(examples):
+        lines = [f"in {fmt(xs)} out {fmt(y)}\n" for xs, y in examples]
+        return "".join(lines) + "prog: "
+
+    # -- checking --
+
+    def _check(self, problem, completion):
+        try:
+            steps = parse_program(completion)
+        except DSLSyntaxError as e:
+            return Verdict(False, 0.0, f"syntax error: {e.step[:20]}")
+        passed = sum(run_or_error(steps, xs) == y for xs, y in problem.tests)
+        reward = passed / len(problem.tests)
+        return Verdict(passed == len(problem.tests), reward,
+                       self._visible_feedback(problem.examples, steps))
+
+    def feedback(self, problem, completion):
+        """The oracle's words about a completion. Uses ONLY problem.examples (the visible
+        examples already in the prompt): telling the model about hidden tests would leak them.
+        check() returns exactly this string for any completion it can parse."""
+        try:
+            if len(completion) > MAX_COMPLETION_CHARS:
+                return "too long"
+            steps = parse_program(completion)
+        except DSLSyntaxError as e:
+            return f"syntax error: {e.step[:20]}"
+        except Exception as e:  # noqa: BLE001
+            return f"error: {type(e).__name__}"
+        return self._visible_feedback(problem.examples, steps)
+
+    @staticmethod
+    def _visible_feedback(examples, steps):
+        for i, (xs, want) in enumerate(examples, start=1):
+            got = run_or_error(steps, xs)
+            if got != want:
+                return f"example {i}: got {fmt(got)} expected {fmt(want)}"
+        return "passes the examples"
+
+    def visible_pass(self, problem, completion):
+        """True iff the program reproduces every visible example. This is the check a
+        Reflexion-style agent can run on its own, without the hidden tests."""
+        try:
+            if len(completion) > MAX_COMPLETION_CHARS:
+                return False
+            steps = parse_program(completion)
+            return all(run_or_error(steps, xs) == y for xs, y in problem.examples)
+        except Exception:  # noqa: BLE001 -- syntax errors and anything else: not a pass
+            return False
+
+
+TASKS = {"arith": ArithTask(), "code": CodeTask()}
+
+
+def check(task_name, problem, completion):
+    """Convenience: TASKS[task_name].check(problem, completion)."""
+    if task_name not in TASKS:
+        raise ValueError(f"unknown task {task_name!r}; expected one of {sorted(TASKS)}")
+    return TASKS[task_name].check(problem, completion)
+
+
+# -----------------------------------------------------------------------------
+# python verify.py --task code -n 3
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Print sample problems of a task.")
+    parser.add_argument("--task", choices=sorted(TASKS), default="arith")
+    parser.add_argument("-n", type=int, default=3, help="number of problems to print")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--split", choices=SPLITS, default="train")
+    parser.add_argument("--difficulty", type=int, default=None,
+                        help="arith: number of digits; code: number of steps")
+    args = parser.parse_args(argv)
+    if args.n < 1:
+        parser.error(f"-n must be at least 1, got {args.n}")
+    task = TASKS[args.task]
+    try:
+        problems = task.problems(args.n, args.seed, args.split, args.difficulty)
+    except ValueError as e:
+        parser.error(str(e))
+    for i, p in enumerate(problems, start=1):
+        print(f"--- {task.name} problem {i} ({args.split}, difficulty {p.difficulty}) ---")
+        print(p.prompt + p.answer)  # what SFT trains on (plus the end token)
+        if isinstance(p.tests, list):
+            hidden = ", ".join(f"{fmt(xs)} -> {fmt(y)}" for xs, y in p.tests)
+        else:
+            hidden = str(p.tests)
+        print(f"reference answer: {p.answer!r}   hidden: {hidden}")
+
+
+if __name__ == "__main__":
+    main()
