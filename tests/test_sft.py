@@ -1,0 +1,84 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import ROOT
+from model import GPT, GPTConfig, pack
+import sft
+from verify import TASKS
+
+
+def run(*args):
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_lr_schedule_warms_up_then_decays_to_the_floor():
+    lr = 1e-3
+    assert sft.lr_at(0, 100, lr, 10) == pytest.approx(1e-4)
+    assert sft.lr_at(9, 100, lr, 10) == pytest.approx(1e-3)
+    assert sft.lr_at(10, 100, lr, 10) == pytest.approx(1e-3)  # cosine starts at the peak
+    assert sft.lr_at(55, 100, lr, 10) == pytest.approx(0.55e-3)  # halfway: (0.1 + 1) / 2
+    assert sft.lr_at(100, 100, lr, 10) == pytest.approx(1e-4)
+
+
+def test_finetune_lowers_the_loss_on_a_fixed_batch():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=32))
+    problems = TASKS["arith"].problems(32, seed=0)
+    pairs = [(p.prompt, p.answer) for p in problems]
+    idx, targets = pack([p for p, _ in pairs], [c for _, c in pairs])
+    with torch.no_grad():
+        before = model(idx, targets)[1].item()
+    losses = sft.finetune(model, pairs, steps=60, batch_size=16, lr=3e-3, warmup=5,
+                          progress=False)
+    with torch.no_grad():
+        after = model(idx, targets)[1].item()
+    assert after < before - 1.0 and len(losses) == 60
+
+
+def test_base_model_is_cached_and_reloaded_identically(tmp_path, monkeypatch):
+    monkeypatch.setattr(sft.common, "OUT", str(tmp_path))
+    a = sft.base_model("arith", seed=0, quick=True, progress=False)
+    files = os.listdir(tmp_path)
+    assert len(files) == 1 and files[0].endswith(".pt")  # no temporary file left behind
+    b = sft.base_model("arith", seed=0, quick=True, progress=False)
+    for (na, pa), (nb, pb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert na == nb and torch.equal(pa, pb)
+    # another seed is another model; a corrupt cache file is retrained, not a crash
+    assert sft.base_path("arith", 1, quick=True) != sft.base_path("arith", 0, quick=True)
+    with open(sft.base_path("arith", 0, quick=True), "wb") as f:
+        f.write(b"truncated")
+    c = sft.base_model("arith", seed=0, quick=True, progress=False)
+    assert torch.equal(c.lm_head.weight, a.lm_head.weight)  # same seed, same training
+
+
+def test_sft_quick_runs_end_to_end_and_writes_results():
+    r = run("methods/sft.py", "--task", "code", "--quick")
+    assert r.returncode == 0, r.stderr
+    path = os.path.join(ROOT, "out", "quick-results", "sft-code.json")
+    with open(path) as f:
+        res = json.load(f)
+    metrics = {row["metric"] for row in res["rows"]}
+    assert {"test_acc", "pass@1", "pass@4"} <= metrics
+    assert "| base | 0 |" in r.stdout
+
+
+@pytest.mark.parametrize("args", [["--task", "chess"], ["--seeds", "a,b"], ["--samples", "0"],
+                                  ["--device", "tpu"]])
+def test_bad_flags_get_one_line_errors(args):
+    r = run("methods/sft.py", "--quick", *args)
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr and "error:" in r.stderr.strip().splitlines()[-1]
+
+
+def test_sample_cli_rejects_a_foreign_checkpoint(tmp_path):
+    junk = tmp_path / "x.pt"
+    junk.write_text("hello")
+    r = run("sample.py", "--ckpt", str(junk), "--prompt", "1+1=")
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert r.stderr.strip().count("\n") == 0 and "not a checkpoint" in r.stderr
