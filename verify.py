@@ -18,7 +18,8 @@ arith   Multi-digit arithmetic. Difficulty d = number of digits. Half the proble
 
 code    Programming by example in a tiny list language (DeepCoder-style). The prompt shows three
         input/output examples and the model writes a program such as "sort | add 2 | take 3".
-        Steps are joined by " | " and applied left to right. Difficulty = number of steps (1-4).
+        Steps are joined by " | " and applied left to right. Difficulty = number of steps (1-4);
+        with no difficulty given, problems mix 1- and 2-step programs (CODE_DEFAULT_MIX).
         The program is run by a small, bounded interpreter (no eval/exec: model output is never
         run as Python) on six HIDDEN inputs; reward = share of hidden tests passed. Any program
         that behaves like the reference is correct, whatever its text. The feedback an oracle
@@ -47,6 +48,10 @@ from dataclasses import dataclass, field
 # (see DESIGN.md: 20-80% greedy accuracy on the test split).
 ARITH_DIGITS = 3
 CODE_STEPS = 2
+# With no difficulty given, code problems mix 1- and 2-step programs: a model that only ever
+# saw 2-step programs learns the primitives slowly (and then fails 1-step ones); the mix teaches
+# each primitive on its own and keeps the base model's training within a CPU budget.
+CODE_DEFAULT_MIX = (1, 2)
 
 # A checker must answer quickly on ANY string, including adversarial ones. Anything longer than
 # this cannot be a reasonable answer to either task, so it is rejected before any parsing.
@@ -86,7 +91,8 @@ class Task:
 
     name = ""
     difficulties = range(1, 2)
-    default_difficulty = 1
+    default_difficulty = 1  # the hardest level of the default problems
+    default_mix = None      # or a tuple of levels that difficulty=None draws from uniformly
 
     def max_tokens(self, difficulty=None):
         """A generation budget (in characters, an upper bound on tokens) for this difficulty."""
@@ -116,7 +122,8 @@ class Task:
         if not isinstance(n, int) or n < 0:
             raise ValueError(f"n must be a non-negative integer, got {n!r}")
         d = self.resolve_difficulty(difficulty)
-        rng = random.Random(f"{seed}-{split}-{d}")
+        mix = self.default_mix if difficulty is None and self.default_mix else (d,)
+        rng = random.Random(f"{seed}-{split}-{'-'.join(map(str, mix))}")
         out, seen = [], set()
         # Small pools (1-digit arithmetic has only 200 prompts) can run out; stop and say so
         # instead of looping forever.
@@ -128,7 +135,7 @@ class Task:
                 raise ValueError(
                     f"{self.name}: could only find {len(out)} distinct {split} problems at "
                     f"difficulty {d} (asked for {n}); ask for fewer or raise the difficulty")
-            p = self.sample(rng, d)
+            p = self.sample(rng, rng.choice(mix) if len(mix) > 1 else d)
             if p is None or p.prompt in seen or split_of(p.prompt) != split:
                 continue
             seen.add(p.prompt)
@@ -371,6 +378,7 @@ class CodeTask(Task):
 
     def __init__(self):
         self.default_difficulty = CODE_STEPS
+        self.default_mix = CODE_DEFAULT_MIX
 
     def max_tokens(self, difficulty=None):
         d = self.resolve_difficulty(difficulty)
@@ -402,7 +410,7 @@ class CodeTask(Task):
 
     @staticmethod
     def _random_input(rng):
-        return [rng.randrange(10) for _ in range(rng.randint(3, 6))]
+        return [rng.randrange(10) for _ in range(rng.randint(3, 5))]
 
     def _distinct_inputs(self, rng, n, avoid):
         out = []

@@ -91,7 +91,9 @@ def test_splits_deterministic_and_disjoint(name, difficulty):
 
 def test_default_difficulty_is_used():
     assert ARITH.problems(5, 0) == ARITH.problems(5, 0, difficulty=verify.ARITH_DIGITS)
-    assert all(p.difficulty == verify.CODE_STEPS for p in CODE.problems(5, 0))
+    # code mixes 1- and 2-step programs by default; asking for a level gives only that level
+    assert {p.difficulty for p in CODE.problems(50, 0)} == set(verify.CODE_DEFAULT_MIX)
+    assert all(p.difficulty == 3 for p in CODE.problems(20, 0, difficulty=3))
 
 
 def test_problems_bad_arguments():
