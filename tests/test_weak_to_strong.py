@@ -1,0 +1,137 @@
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from conftest import ROOT
+from model import EOT, GPT, GPTConfig, pack
+from sft import finetune
+import weak_to_strong as w2s
+from verify import TASKS, split_of
+
+
+def test_pgr_on_hand_made_numbers():
+    assert w2s.pgr(0.2, 0.5, 0.8) == pytest.approx(0.5)  # half the gap recovered
+    assert w2s.pgr(0.3, 0.3, 0.9) == pytest.approx(0.0)  # pure imitation
+    assert w2s.pgr(0.3, 0.9, 0.9) == pytest.approx(1.0)  # as good as ground truth
+    assert w2s.pgr(0.4, 0.2, 0.8) == pytest.approx(-0.5)  # worse than the teacher
+    assert w2s.pgr(0.5, 0.6, 0.5) is None  # no gap: PGR is undefined, not a huge number
+
+
+def test_confidence_loss_equals_a_hand_computed_value():
+    # one answer token with 2 classes; a second, masked token must not count
+    logits = torch.tensor([[[0.0, math.log(3.0)], [5.0, -5.0]]])  # (1, 2, 2): p_s = [.25, .75]
+    weak = torch.tensor([[[0.6, 0.4], [1.0, 0.0]]])  # (1, 2, 2)
+    mask = torch.tensor([[1.0, 0.0]])
+    # alpha 0.5: target = 0.5 * [0.6, 0.4] + 0.5 * onehot(argmax p_s = 1) = [0.3, 0.7]
+    expected = -(0.3 * math.log(0.25) + 0.7 * math.log(0.75))
+    assert w2s.w2s_loss(logits, weak, mask, 0.5).item() == pytest.approx(expected, rel=1e-5)
+    # alpha 0 is the naive loss: CE against the weak soft label only
+    naive = -(0.6 * math.log(0.25) + 0.4 * math.log(0.75))
+    assert w2s.w2s_loss(logits, weak, mask, 0.0).item() == pytest.approx(naive, rel=1e-5)
+
+
+def test_confidence_hardening_is_a_label_not_a_gradient_path():
+    logits = torch.randn(2, 3, 5, requires_grad=True)
+    weak = torch.softmax(torch.randn(2, 3, 5), -1)
+    w2s.w2s_loss(logits, weak, torch.ones(2, 3), 1.0).backward()
+    # with alpha 1 the target is the student's own argmax: the gradient is softmax - onehot
+    p = torch.softmax(logits.detach(), -1)
+    onehot = F.one_hot(logits.detach().argmax(-1), 5).float()
+    assert torch.allclose(logits.grad, (p - onehot) / 6, atol=1e-6)
+
+
+def test_soft_labels_that_are_one_hot_give_the_models_own_loss():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=24))
+    idx, targets = pack(["\n12,3>", "\n5,400>"], ["51", "504"])
+    logits, loss = model(idx, targets)
+    onehot = F.one_hot(targets.clamp(min=0), logits.size(-1)).float()
+    mask = (targets != -1).float()
+    assert w2s.w2s_loss(logits, onehot, mask, 0.0).item() == pytest.approx(loss.item(), rel=1e-5)
+
+
+def test_adaptive_threshold_makes_half_the_batch_positive():
+    torch.manual_seed(0)
+    p = torch.rand(10)
+    hard = w2s.adaptive_threshold(p)
+    assert hard.sum().item() == 5
+    assert torch.equal(hard, (p >= p.sort().values[5]).float())  # the 5 largest are positive
+    # even when the model thinks everything is positive, the prior keeps half negative
+    assert w2s.adaptive_threshold(0.9 + 0.01 * torch.rand(8)).sum().item() == 4
+    assert w2s.adaptive_threshold(torch.rand(10), prior=0.3).sum().item() == 3
+
+
+def test_alpha_warms_up_linearly_over_the_first_fifth_then_stays():
+    assert w2s.alpha_at(0, 100, 0.5) == 0.0
+    assert w2s.alpha_at(10, 100, 0.5) == pytest.approx(0.25)
+    assert w2s.alpha_at(20, 100, 0.5) == pytest.approx(0.5)
+    assert w2s.alpha_at(99, 100, 0.75) == pytest.approx(0.75)
+    assert w2s.alpha_at(5, 100, 0.75, warmup_frac=0.0) == 0.75
+    # the run's delayed start: nothing for the first half, then the same 20% ramp
+    assert w2s.alpha_at(49, 100, 0.75, start_frac=0.5) == 0.0
+    assert w2s.alpha_at(60, 100, 0.75, start_frac=0.5) == pytest.approx(0.375)
+    assert w2s.alpha_at(70, 100, 0.75, start_frac=0.5) == pytest.approx(0.75)
+
+
+def test_weak_labels_are_the_teachers_greedy_answers_and_its_distributions():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=24))
+    problems = [w2s.task_problem(a, b, 3) for a, b in w2s.pairs_of_split(64, 0, "train", 3)]
+    # a few steps, so the teacher writes digits and an end token (a random model writes bytes
+    # that are not valid UTF-8, and those do not survive decode -> encode)
+    finetune(model, [(p.prompt, p.answer) for p in problems], steps=40, batch_size=16, lr=3e-3,
+             warmup=5, progress=False)
+    answers, probs = w2s.weak_labels(model, problems[:8], 12)
+    problems = problems[:8]
+    idx, targets = pack([p.prompt for p in problems], answers)
+    assert probs.shape == (8, idx.size(1), model.config.vocab_size)
+    assert torch.allclose(probs.sum(-1), torch.ones(8, idx.size(1)))
+    # greedy decoding picks the argmax, so along the answer the soft label's argmax is the answer
+    # (pack appends an end token, which a teacher cut off at max_new_tokens never chose)
+    mask = (targets != -1) & (targets != EOT)
+    assert mask.sum() > 0 and torch.equal(probs.argmax(-1)[mask], targets[mask])
+
+
+def test_data_splits_never_share_a_pair_and_are_deterministic():
+    train = w2s.pairs_of_split(300, 0, "train", 3)
+    test = w2s.pairs_of_split(100, 0, "test", 3)
+    assert not set(train) & set(test)
+    assert all(split_of(f"{a}+{b}=") == "test" for a, b in test)
+    assert train == w2s.pairs_of_split(300, 0, "train", 3)
+    p = w2s.task_problem(123, 45, 3)
+    assert p.prompt == "\n45,123>" and p.answer == "861"
+    assert TASKS["arith"].check(p, "861").correct and not TASKS["arith"].check(p, "168").correct
+    assert w2s.pretrain_text(123, 45) == "123+45=861"
+
+
+def run(*args):
+    env = dict(os.environ, OMP_NUM_THREADS="1")  # tiny models: one thread is fastest
+    return subprocess.run([sys.executable, "methods/weak_to_strong.py", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300, env=env)
+
+
+def test_bad_flags_are_one_line_errors():
+    for args in (["--steps", "0"], ["--task", "code"], ["--seeds", "x"]):
+        r = run(*args)
+        assert r.returncode == 2 and "Traceback" not in r.stderr
+        assert "error:" in r.stderr.strip().splitlines()[-1]
+
+
+def test_quick_run_end_to_end_writes_results_and_a_pgr_matrix():
+    r = run("--quick")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "PGR, w2s_naive" in r.stdout and "weak\\strong" in r.stdout
+    with open(os.path.join(ROOT, "out", "quick-results", "weak_to_strong-arith.json")) as f:
+        record = json.load(f)
+    rows = record["rows"]
+    arms = {r["arm"] for r in rows}
+    assert arms == {"pretrained", "weak", "ceiling", "w2s_naive", "w2s_conf", "w2s_random_init"}
+    pairs = {(r["weak"], r["strong"]) for r in rows if r["metric"] == "agree_on_weak_errors"}
+    assert pairs == {("S", "M"), ("S", "L"), ("M", "L")}
+    assert all(0.0 <= r["value"] <= 1.0 for r in rows if r["metric"] in ("test_acc", "weak_val_acc"))
