@@ -1,0 +1,173 @@
+import itertools
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import ROOT
+from model import GPT, GPTConfig
+import rerank
+from sample import majority_vote, pass_at_k
+
+
+def run(*args):
+    # one thread: on a CPU shared with other jobs, two spinning threads make tiny models ~5x slower
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, env=env)
+
+
+@pytest.fixture
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_majority_vote_ties_go_to_the_first_answer_seen():
+    assert majority_vote(["12", "34", "34", "12"]) == "12"
+    assert majority_vote(["34", "12", "12", "34"]) == "34"
+    assert majority_vote(["5", "6", "6", "5", "7", "7"]) == "5"  # three-way tie
+    assert rerank.pick_majority(["9", "34", "12", "12", "34"]) == 1  # index of the first "34"
+    # top_clusters orders equal-sized clusters the same way, so maj == the first top cluster
+    assert rerank.top_clusters(["9", "34", "12", "12", "34"], 3) == ["34", "12", "9"]
+
+
+def test_rerank_picks_the_top_scored_sample_and_the_first_on_ties():
+    answers = ["1", "2", "3", "4"]
+    assert rerank.pick_rerank(answers, [0.1, 0.9, 0.3, 0.2]) == 1
+    assert rerank.pick_rerank(answers, [0.5, 0.9, 0.9, 0.2]) == 1
+    assert rerank.pick_rerank(answers, [0.1, 0.9, 0.3, 0.2], keep=["3", "4"]) == 2
+
+
+def test_top_k_clusters_filter_out_a_rare_answer_the_verifier_likes():
+    # a hand-built case: "c" x3, "b" x2, "a" x1, "d" x1. The verifier loves the rare "d".
+    answers = ["a", "b", "b", "c", "c", "c", "d"]
+    scores = [0.2, 0.6, 0.5, 0.4, 0.3, 0.45, 0.99]
+    assert rerank.top_clusters(answers, 2) == ["c", "b"]
+    assert rerank.top_clusters(answers, 8) == ["c", "b", "a", "d"]  # K > clusters: all of them
+    assert rerank.pick_rerank(answers, scores) == 6  # RR.All is fooled by "d"
+    assert rerank.pick_rerank(answers, scores, keep=rerank.top_clusters(answers, 2)) == 1
+    assert rerank.pick_rerank(answers, scores, keep=rerank.top_clusters(answers, 1)) == 5
+    # weighted vote: sums c = 1.15, b = 1.1, d = 0.99, a = 0.2 -> first sample of "c"
+    assert rerank.pick_weighted(answers, scores) == 3
+
+
+def test_pass_at_n_from_the_same_samples_equals_the_estimator_and_brute_force():
+    correct = [False, True, False, False, True, False, False, False]
+    answers = [str(i) for i in range(8)]
+    scores = {"": [0.5] * 8}
+    for n in (1, 2, 4, 8):
+        acc = rerank.per_problem_accuracy(answers, correct, scores, n)
+        # brute force: the share of all n-subsets of the 8 samples that hold a correct one
+        subsets = list(itertools.combinations(range(8), n))
+        brute = sum(any(correct[i] for i in s) for s in subsets) / len(subsets)
+        assert acc["pass@N"] == pytest.approx(brute) == pytest.approx(pass_at_k(8, 2, n))
+        assert acc["pass@1"] == pytest.approx(2 / 8)
+
+
+def test_groups_are_disjoint_slices_of_n_samples():
+    # 4 samples, N = 2: groups ("7", "7") and ("8", "9"); maj picks "7" (right), then "8" (wrong)
+    answers, correct = ["7", "7", "8", "9"], [True, True, False, True]
+    scores = {"": [0.1, 0.1, 0.2, 0.9], "small_": [0.9, 0.1, 0.9, 0.1]}
+    acc = rerank.per_problem_accuracy(answers, correct, scores, 2)
+    assert acc["maj"] == 0.5 and acc["rr_all"] == 1.0 and acc["rr_top2"] == 1.0
+    assert acc["small_rr_all"] == 0.5  # picks "7" (right), then "8" (wrong)
+    assert rerank.per_problem_accuracy(answers, correct, scores, 4)["maj"] == 1.0
+
+
+def test_auc_and_bootstrap_on_hand_computed_cases():
+    # (correct, wrong) pairs: 0.9>0.2, 0.9>0.5, 0.4>0.2 ordered right, 0.4<0.5 wrong -> 3/4
+    assert rerank.auc([0.9, 0.4, 0.2, 0.5], [1, 1, 0, 0]) == pytest.approx(3 / 4)
+    assert rerank.auc([0.5, 0.5], [1, 0]) == pytest.approx(0.5)
+    assert rerank.auc([0.1, 0.2, 0.9], [0, 0, 1]) == pytest.approx(1.0)
+    lo, hi = rerank.bootstrap_ci([1.0] * 10)
+    assert lo == hi == 1.0
+    lo, hi = rerank.bootstrap_ci([0.0, 1.0] * 50, seed=0)
+    assert lo < 0.5 < hi and hi - lo < 0.25
+    # within problems: problem 1 ranks perfectly, problem 2 backwards, problem 3 has no pair
+    assert rerank.auc_within([[0.9, 0.1], [0.9, 0.1], [0.5, 0.5]],
+                             [[True, False], [False, True], [True, True]]) == pytest.approx(0.5)
+
+
+def test_verifier_score_is_p_correct_over_p_correct_plus_p_incorrect():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=32)).eval()
+    prompts, completions = ["12+5=", "3*4="], ["71", "21"]
+    with torch.no_grad():
+        z = rerank.verifier_logit(model, prompts, completions)
+        for i, (p, c) in enumerate(zip(prompts, completions)):
+            ids = torch.tensor([rerank.encode(p + c) + [rerank.EOT]])
+            probs = torch.softmax(model(ids)[0][0, -1], dim=-1)  # next token after the answer
+            expected = probs[rerank.YES] / (probs[rerank.YES] + probs[rerank.NO])
+            assert torch.sigmoid(z[i]).item() == pytest.approx(expected.item(), rel=1e-5)
+        table = rerank.verifier_scores(model, list(zip(prompts, completions)) * 3, progress=False)
+    assert len(table) == 2  # duplicates are scored once
+
+
+def test_margin_groups_keep_only_problems_with_a_right_and_a_wrong_sample():
+    examples = [("a", "1", True), ("a", "2", False), ("a", "3", False), ("b", "4", True),
+                ("c", "5", False), ("a", "1", True)]
+    assert rerank.margin_groups(examples) == [("a", ["1", "1"], ["2", "3"])]
+
+
+def test_margin_loss_is_hand_computable():
+    # a "model" whose logits at the end position are fixed per completion: z(right) = 2, z(wrong) = 0
+    class Fixed(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+            self.config = GPTConfig(block_size=32)
+
+        def forward(self, idx):
+            logits = torch.zeros(idx.shape[0], idx.shape[1], 257) + self.w
+            right = (idx == rerank.encode("2")[0]).any(dim=1)  # (B,)
+            logits[right, :, rerank.YES] = 2.0
+            return logits, None
+    groups = [("1+1=", ["2"], ["3"])]
+    rng = torch.Generator().manual_seed(0)
+    loss = rerank.verifier_loss(Fixed(), None, groups, "margin", 4, rng, margin=1.0)
+    # log S(right) = log sigmoid(2) = -0.1269, log S(wrong) = log sigmoid(0) = -0.6931
+    # max(0, -0.6931 + 0.1269 + 1) = 0.4338
+    assert loss.item() == pytest.approx(0.4338, abs=1e-4)
+
+
+@pytest.mark.parametrize("loss", ["xent", "margin"])
+def test_train_verifier_learns_to_prefer_the_right_answer(loss, one_thread):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=32))
+    examples = [("1+1=", "2", True), ("1+1=", "3", False)] * 8
+    losses = rerank.train_verifier(model, examples, steps=40, batch_size=8, lr=3e-3, warmup=5,
+                                   loss=loss, progress=False)
+    assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5
+    with torch.no_grad():
+        z = rerank.verifier_logit(model, ["1+1=", "1+1="], ["2", "3"])
+    assert z[0] > z[1]
+
+
+def test_rerank_quick_runs_end_to_end_and_writes_results():  # ~6 s on one thread
+    r = run("methods/rerank.py", "--quick")
+    assert r.returncode == 0, r.stderr
+    with open(os.path.join(ROOT, "out", "quick-results", "rerank-arith.json")) as f:
+        res = json.load(f)
+    arms = {row["arm"] for row in res["rows"]}
+    assert set(rerank.ARMS) <= arms and set(rerank.VERIFIERS.values()) <= arms
+    by = {(row["arm"], row["step"], row["metric"]): row["value"] for row in res["rows"]}
+    for n in (1, 4, 8):
+        assert by[("pass@1", n, "test_acc")] <= by[("pass@N", n, "test_acc")] + 1e-9
+        assert by[("maj", n, "ci_lo")] <= by[("maj", n, "test_acc")] <= by[("maj", n, "ci_hi")]
+        assert by[("maj", n, "test_acc")] <= by[("pass@N", n, "test_acc")] + 1e-9
+    assert by[("maj", 1, "test_acc")] == by[("rr_all", 1, "test_acc")]  # N = 1: nothing to choose
+    assert "| maj | 8 |" in r.stdout
+
+
+@pytest.mark.parametrize("args", [["--ns", "1,3"], ["--ns", "x"], ["--samples", "0"],
+                                  ["--task", "chess"], ["--small_embd", "33"]])
+def test_bad_flags_get_one_line_errors(args):
+    r = run("methods/rerank.py", *args)
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr and "error:" in r.stderr.strip().splitlines()[-1]
