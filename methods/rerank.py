@@ -75,7 +75,7 @@ from tqdm import tqdm  # noqa: E402
 import common  # noqa: E402
 from model import EOT, GPT, GPTConfig, autocast, encode  # noqa: E402
 from sample import generate, majority_vote, pass_at_k  # noqa: E402
-from sft import base_model, lr_at  # noqa: E402
+from sft import adamw, base_model, lr_at  # noqa: E402
 from verify import TASKS  # noqa: E402
 
 YES, NO = encode("C")[0], encode("I")[0]  # the verifier's two label tokens
@@ -252,10 +252,7 @@ def train_verifier(model, examples, steps, batch_size, lr, warmup, loss="margin"
         raise ValueError(f"no training data for the {loss} loss (the margin loss needs a problem "
                          "with both a right and a wrong sample)")
     device = next(model.parameters()).device
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.98))
+    opt = adamw(model, lr, weight_decay)
     rng = torch.Generator().manual_seed(seed)
     model.train()
     losses = []

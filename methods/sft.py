@@ -60,6 +60,14 @@ def lr_at(step, steps, lr, warmup, min_frac=0.1):
     return lr * (min_frac + (1 - min_frac) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
+def adamw(model, lr, weight_decay):
+    """AdamW with weight decay on matrices only (nanoGPT): not on biases or LayerNorm gains."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.98))
+
+
 def finetune(model, pairs, steps=1000, batch_size=64, lr=1e-3, warmup=100, weight_decay=0.1,
              seed=0, desc="sft", progress=True):
     """Masked next-token training on (prompt, completion) pairs; returns the loss per step.
@@ -67,11 +75,7 @@ def finetune(model, pairs, steps=1000, batch_size=64, lr=1e-3, warmup=100, weigh
     if not pairs:
         raise ValueError("finetune needs at least one (prompt, completion) pair")
     device = next(model.parameters()).device
-    # weight decay on matrices only (nanoGPT): not on biases, LayerNorm gains or embeddings' rows
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.98))
+    opt = adamw(model, lr, weight_decay)
     rng = torch.Generator().manual_seed(seed)
     model.train()
     losses = []
