@@ -1,12 +1,10 @@
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import ROOT, run_script
 from model import GPT, GPTConfig
 import reflexion as rx
 from sample import pass_at_k
@@ -16,10 +14,7 @@ ARITH, CODE = TASKS["arith"], TASKS["code"]
 
 
 def run(*args):
-    # one thread: the quick run is tiny, and extra threads only fight over a busy CPU
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "methods/reflexion.py", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120, env=env)
+    return run_script("methods/reflexion.py", *args, timeout=120)
 
 
 def tiny_model(block_size, seed=0):

@@ -1,31 +1,18 @@
 import itertools
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import ROOT, run_script
 from model import GPT, GPTConfig
 import rerank
 from sample import majority_vote, pass_at_k
 
 
 def run(*args):
-    # one thread: on a CPU shared with other jobs, two spinning threads make tiny models ~5x slower
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300, env=env)
-
-
-@pytest.fixture
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+    return run_script(*args, timeout=300)
 
 
 def test_majority_vote_ties_go_to_the_first_answer_seen():

@@ -1,35 +1,23 @@
 import argparse
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import ROOT, run_script
 from model import GPT, GPTConfig
 import rest
 from verify import TASKS
 
-ARITH = TASKS["arith"]
-
 
 def run(*args):
-    # one intra-op thread: on a shared 2-core machine torch's thread pool thrashes on this tiny
-    # model (a --quick run took 60 s with the default threads under load, 4 s with one)
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, env=env,
-                          timeout=180)
+    return run_script(*args, timeout=180)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The tiny models here run faster on one thread, and much faster on a loaded machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+ARITH = TASKS["arith"]
 
 
 def tiny_model(seed=0, block_size=64):

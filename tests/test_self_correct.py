@@ -1,12 +1,10 @@
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import ROOT, run_script
 from model import GPT, GPTConfig
 import self_correct as sc
 from verify import TASKS
@@ -15,10 +13,7 @@ ARITH = TASKS["arith"]
 
 
 def run(*args):
-    # one thread: the quick run is tiny, and extra threads only fight over a busy CPU
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "methods/self_correct.py", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120, env=env)
+    return run_script("methods/self_correct.py", *args, timeout=120)
 
 
 def tiny_model(seed=0):
