@@ -6,6 +6,7 @@ carry extra keys (weak-to-strong's `weak` and `strong`); they become columns of 
 `--quick` runs write to out/quick-results/ instead, so a smoke test never overwrites real results.
 """
 import argparse
+import hashlib
 import json
 import os
 import random
@@ -68,12 +69,28 @@ def results_dir(quick):
     return os.path.join(OUT, "quick-results") if quick else os.path.join(ROOT, "results")
 
 
+# Files every method's numbers depend on; with the method's own file they make its code version.
+CORE_SOURCES = ("model.py", "sample.py", "verify.py", "methods/common.py", "methods/sft.py")
+
+
+def code_version(method):
+    """A short hash of the source a method's results depend on (run_all.py skips a run whose
+    results carry the current one). Changing any of these files marks the results stale."""
+    h = hashlib.sha1()
+    for rel in CORE_SOURCES + (f"methods/{method}.py",):
+        with open(os.path.join(ROOT, rel), "rb") as f:
+            h.update(rel.encode() + b"\0" + f.read())
+    return h.hexdigest()[:10]
+
+
 def write_results(method, task, seeds, config, rows, wall_seconds, quick=False):
-    """Write results/<method>-<task>.json and .md (atomically); returns the markdown table."""
+    """Write results/<method>-<task>.json and .md (atomically); returns the markdown table.
+    The record also carries the code version and the command-line flags that produced it."""
     d = results_dir(quick)
     os.makedirs(d, exist_ok=True)
     base = os.path.join(d, f"{method}-{task}")
     record = {"method": method, "task": task, "seeds": list(seeds), "config": config,
+              "code": code_version(method), "argv": sys.argv[1:],
               "wall_seconds": round(wall_seconds, 1), "rows": rows}
     table = markdown_table(rows)
     md = (f"# {method} on {task}\n\nWritten by `python methods/{method}.py --task {task} "

@@ -1,0 +1,77 @@
+"""The synthesis tools: methods/ceiling.py end to end, report.py's tables on hand-made results,
+run_all.py's notion of a current result."""
+import json
+import os
+
+import pytest
+
+import common
+import report
+import run_all
+from conftest import ROOT, run_script
+
+
+def test_ceiling_quick_writes_a_rising_pass_at_k_curve():
+    r = run_script("methods/ceiling.py", "--quick", "--seeds", "0,1", timeout=180)
+    assert r.returncode == 0, r.stderr
+    with open(os.path.join(common.OUT, "quick-results", "ceiling-arith.json")) as f:
+        rec = json.load(f)
+    assert rec["code"] == common.code_version("ceiling") and rec["seeds"] == [0, 1]
+    for seed in (0, 1):
+        curve = [report.values(rec, "base", f"pass@{k}", step=0, n_test=12)[seed]
+                 for k in rec["config"]["ks"]]
+        assert all(0 <= a <= b <= 1 for a, b in zip(curve, curve[1:]))  # pass@k never falls in k
+
+
+def write(d, method, task, rows, config, seeds=(0, 1), wall=20.0):
+    with open(os.path.join(d, f"{method}-{task}.json"), "w") as f:
+        json.dump(dict(method=method, task=task, seeds=list(seeds), config=config,
+                       wall_seconds=wall, rows=rows), f)
+
+
+def test_synthesis_table_on_hand_made_results(tmp_path):
+    acc = {(0, 0): 0.5, (0, 1): 0.3, (2, 0): 0.4, (2, 1): 0.2}   # (step, seed) -> accuracy
+    rows = [dict(arm="intrinsic", metric="acc", step=st, seed=sd, value=v)
+            for (st, sd), v in acc.items()]
+    rows.append(dict(arm="intrinsic", metric="acc", step=1, seed=0, value=0.9))  # not the last
+    write(tmp_path, "self_correct", "arith", rows,
+          dict(problems=10, rounds=2, train_problems=5, train_samples=2))
+    ceil = [dict(arm="base", n_test=10, step=0, metric=m, seed=sd, value=v)
+            for m, sd, v in (("greedy_acc", 0, 0.5), ("greedy_acc", 1, 0.3),
+                             ("pass@3", 0, 0.7), ("pass@3", 1, 0.6))]
+    write(tmp_path, "ceiling", "arith", ceil, dict(problems=10))
+    table = report.synthesis_table("arith", results=str(tmp_path))
+    line = next(l for l in table.splitlines() if "intrinsic" in l)
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    # base greedy, before, after, gain (-0.1 on both seeds), k = 1 + rounds, pass@3,
+    # after - pass@3 (-0.3 and -0.4), samples drawn = 10 * 3 + 5 * 2, seconds per seed
+    assert cells[1:] == ["0.400 ± 0.141", "0.400 ± 0.141", "0.300 ± 0.141", "-0.100 ± 0.000",
+                         "3", "0.650 ± 0.071", "-0.350 ± 0.071", "40", "10"]
+    assert report.synthesis_table("code", results=str(tmp_path)) == ""
+
+
+def test_replace_block_keeps_the_hand_written_text(tmp_path):
+    doc = tmp_path / "doc.md"
+    doc.write_text(f"intro\n{report.BEGIN}\nold table\n{report.END}\noutro\n")
+    report.replace_block(str(doc), "new table")
+    assert doc.read_text() == f"intro\n{report.BEGIN}\nnew table\n{report.END}\noutro\n"
+    (tmp_path / "bare.md").write_text("no markers\n")
+    with pytest.raises(SystemExit, match="no"):
+        report.replace_block(str(tmp_path / "bare.md"), "x")
+
+
+def test_run_all_counts_only_default_runs_of_the_current_code():
+    assert run_all.default_run(["--task", "arith", "--seeds", "0,1,2"])
+    assert run_all.default_run(["--seeds", "0,1,2"])
+    assert not run_all.default_run(["--seeds", "0,1,2", "--steps", "10"])
+    assert not run_all.default_run(["--quick"])
+    assert not run_all.default_run(None)   # results written before the field existed
+
+
+def test_run_all_dry_run_lists_every_method_and_runs_nothing():
+    r = run_script("run_all.py", "--dry-run", timeout=60)
+    assert r.returncode == 0, r.stderr
+    for method, _ in run_all.RUNS:
+        assert method in r.stdout
+    bad = run_script("run_all.py", "--only", "nope", timeout=60)
+    assert bad.returncode == 2 and "unknown method" in bad.stderr
