@@ -18,6 +18,10 @@ What it draws (each only if its results file exists; otherwise it prints "skip .
                                 loss against log 2
 
 Lines are the mean over seeds; the shaded band is +- one sample standard deviation over seeds.
+On arith the seeds' base models differ far more than the methods change them, so its accuracy
+panels (self_correct, rest_em, rerank, spin) show each seed's change from its own start (step 0,
+the base, or pass@1 for rerank), then mean +- std of those changes; the title gives the average
+start.
 
 Run:
   pip install matplotlib        # an optional extra: not in requirements.txt, not needed to train
@@ -85,6 +89,26 @@ def starting_from(rows, base_arm, arms):
     return rows + [dict(r, arm=a) for a in arms for r in start]
 
 
+def starts(rows, arm, metric, step=0):
+    """{seed: value} of (arm, metric) at `step`: each seed's own starting point."""
+    return {r["seed"]: r["value"] for r in matching(rows, arm, metric) if r.get("step", 0) == step}
+
+
+def change_from_start(rows, metric, arms, start_arm=None, start_step=0):
+    """The `metric` rows of `arms`, each value minus the same seed's start.
+
+    The start is (start_arm, start_step), or the arm's own step-0 value when start_arm is None.
+    by_step() of these rows gives the mean and std over seeds of the per-seed changes, which
+    leaves out how far apart the seeds' starting points are. Seeds without a start are dropped.
+    """
+    changed = []
+    for arm in arms:
+        start = starts(rows, start_arm or arm, metric, start_step)
+        changed += [dict(r, value=r["value"] - start[r["seed"]])
+                    for r in matching(rows, arm, metric) if r["seed"] in start]
+    return changed
+
+
 def first_seen(rows, key, arms):
     """The values of rows[key] among `arms`, in the order they first appear (model sizes)."""
     seen = []
@@ -135,6 +159,20 @@ def line(ax, rows, arm, metric, label=None, color=None, **keys):
     ax.fill_between(steps, [m - s for m, s in zip(means, stds)],
                     [m + s for m, s in zip(means, stds)], color=drawn.get_color(), alpha=0.12,
                     linewidth=0)
+
+
+def change_lines(ax, rows, metric, arms, start_arm=None, start_step=0, labels=None,
+                 ylabel="change in test accuracy\nvs each seed's base"):
+    """One line() per arm of its per-seed change from the start (see change_from_start), and a
+    dashed line at 0 (no change). Returns the starts' mean over seeds (nan without any), for a note.
+    """
+    changed = change_from_start(rows, metric, arms, start_arm, start_step)
+    for i, arm in enumerate(arms):
+        line(ax, changed, arm, metric, label=(labels or {}).get(arm), color=f"C{i}")
+    ax.axhline(0, color="black", linestyle="--", linewidth=1)
+    ax.set_ylabel(ylabel)
+    start = starts(rows, start_arm or (arms[0] if arms else None), metric, start_step)
+    return statistics.fmean(start.values()) if start else math.nan
 
 
 def integer_steps(ax):
@@ -200,12 +238,13 @@ def draw_self_correct(data, out_dir, new_figure):
                    "(above the bars: right -> wrong, wrong -> right)", fontsize=9)
     bars.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=4)
 
-    for arm in arms_in(rows, ["intrinsic", "oracle_stop", "majority_vote"]):
-        line(acc, rows, arm, "acc")
+    arms = arms_in(rows, ["intrinsic", "oracle_stop", "majority_vote"])
+    first = change_lines(acc, rows, "acc", arms,
+                         ylabel="change in test accuracy\nvs each seed's first answer")
     integer_steps(acc)
     acc.set_xlabel("review round (0 = the first answer)")
-    acc.set_ylabel("test accuracy")
-    acc.set_title(f"accuracy per round ({seeds_note(data)})", fontsize=9)
+    acc.set_title(f"accuracy per round ({seeds_note(data)})\n"
+                  f"as change from round 0; the first answer: {first:.2f} on average", fontsize=9)
     acc.legend(fontsize=8)
     return [save(fig, out_dir, "self_correct_transitions.png")]
 
@@ -292,15 +331,14 @@ def draw_rest_em(data, out_dir, new_figure):
                ("pass@16", "test pass@16 (16 samples)")]
     fig, axes = new_figure(ncols=3, width=13, height=4)
     for ax, (metric, label) in zip(axes, metrics):
-        for i, arm in enumerate(arms):
-            line(ax, rows, arm, metric, color=f"C{i}")
+        what = label.split(" (")[0]
+        base = change_lines(ax, rows, metric, arms, ylabel=f"change in {what}\nvs each seed's base")
         integer_steps(ax)
         ax.set_xlabel("iteration (0 = the base model)")
-        ax.set_ylabel(label)
-        ax.set_title(label, fontsize=9)
-    axes[0].legend(fontsize=7)
+        ax.set_title(f"{label}\n(base: {base:.2f} on average)", fontsize=9)
+    axes[1].legend(fontsize=7, loc="upper left")   # the train panel's lines all rise from 0
     fig.suptitle(f"ReST-EM: self-training on its own verified answers ({seeds_note(data)}; "
-                 f"the seeds' bases differ, so the band is wide)", fontsize=9)
+                 f"change from each seed's own base)", fontsize=9)
     return [save(fig, out_dir, "rest_em_iterations.png")]
 
 
@@ -343,17 +381,17 @@ def draw_rerank(data, out_dir, new_figure):
     labels = {"pass@1": "pass@1 (one sample)", "maj": "majority vote of N",
               "rr_all": "verifier picks 1 of N", "weighted": "verifier-weighted vote",
               "pass@N": "pass@N (any of N right)"}
-    ns = set()
-    for arm in arms_in(rows, list(labels)):
-        line(ax, rows, arm, "test_acc", label=labels[arm])
-        ns.update(by_step(rows, arm, "test_acc")[0])
+    arms = arms_in(rows, list(labels))
+    # every curve, pass@N too, against the same seed's pass@1 (one sample, N = 1)
+    one = change_lines(ax, rows, "test_acc", arms, start_arm="pass@1", start_step=1,
+                       labels=labels, ylabel="change in test accuracy\nvs each seed's pass@1")
+    ns = sorted({n for arm in arms for n in by_step(rows, arm, "test_acc")[0]})
     ax.set_xscale("log", base=2)
-    ax.set_xticks(sorted(ns), [str(n) for n in sorted(ns)])
+    ax.set_xticks(ns, [str(n) for n in ns])
     ax.minorticks_off()
     ax.set_xlabel("N = samples per problem (log scale)")
-    ax.set_ylabel("test accuracy")
-    ax.set_title(f"Re-ranking N samples ({seeds_note(data)};\nthe seeds' bases differ, "
-                 f"so the band is wide)", fontsize=9)
+    ax.set_title(f"Re-ranking N samples ({seeds_note(data)};\nchange from each seed's pass@1, "
+                 f"which is {one:.2f} on average)", fontsize=9)
     ax.legend(fontsize=7, loc="upper left")
     return [save(fig, out_dir, "rerank_curves.png")]
 
@@ -362,11 +400,11 @@ def draw_spin(data, out_dir, new_figure):
     arms = ["spin", "sft_more", "spin_long"]
     rows = starting_from(data["rows"], "spin", ["sft_more", "spin_long"])
     fig, (acc, loss) = new_figure(ncols=2, width=11)
-    for i, arm in enumerate(arms_in(rows, arms)):
-        line(acc, rows, arm, "test_acc", color=f"C{i}")
+    sft = change_lines(acc, rows, "test_acc", arms_in(rows, arms),
+                       ylabel="change in greedy test accuracy\nvs each seed's SFT model")
     acc.set_xlabel("iteration (0 = the SFT model)")
-    acc.set_ylabel("greedy test accuracy")
-    acc.set_title("test accuracy", fontsize=9)
+    acc.set_title(f"test accuracy, as change from iteration 0\n"
+                  f"(SFT model: {sft:.2f} on average)", fontsize=9)
     acc.legend(fontsize=8)
     line(loss, rows, "spin", "heldout_loss", label="spin: held-out SPIN loss")
     # log 2 is the loss of logits 0: a model that cannot tell the data from its own answers

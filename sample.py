@@ -119,7 +119,7 @@ def majority_vote(answers):
 
 def evaluate(model, task, problems, n=16, temperature=0.8, top_k=None, seed=0, ks=(1, 16)):
     """Greedy accuracy and sampled pass@k (k in ks) on `problems`. Returns a dict
-    {"greedy_acc": .., "pass@1": .., "pass@16": ..}; `samples` and `correct` for reuse."""
+    {"greedy_acc": .., "pass@1": .., "pass@16": ..}."""
     prompts = [p.prompt for p in problems]
     greedy = generate(model, prompts, n=1, max_new_tokens=task.max_new_tokens, seed=seed)
     result = {"greedy_acc": float(np.mean(

@@ -30,8 +30,41 @@ def test_by_step_extra_keys():
     assert figures.by_step(rows, "w2s", "pgr", weak="S", strong="L")[1] == [-1.0]
 
 
+def test_change_from_start_per_seed():
+    rows = [dict(arm="a", metric="m", step=0, seed=0, value=0.5),
+            dict(arm="a", metric="m", step=1, seed=0, value=0.4),
+            dict(arm="a", metric="m", step=0, seed=1, value=0.3),
+            dict(arm="a", metric="m", step=1, seed=1, value=0.25),
+            dict(arm="a", metric="m", step=1, seed=2, value=0.9),    # no start: dropped
+            dict(arm="a", metric="x", step=1, seed=0, value=9.0)]    # other metric: ignored
+    steps, means, stds = figures.by_step(figures.change_from_start(rows, "m", ["a"]), "a", "m")
+    assert steps == [0, 1]
+    assert means == pytest.approx([0.0, -0.075])                  # -0.1 and -0.05
+    assert stds == pytest.approx([0.0, 0.0354], abs=1e-4)         # ddof=1: 0.025 * sqrt(2)
+    # another arm's start (rerank: every curve against pass@1 at N = 1)
+    rows += [dict(arm="b", metric="m", step=4, seed=0, value=0.7),
+             dict(arm="b", metric="m", step=4, seed=1, value=0.3)]
+    changed = figures.change_from_start(rows, "m", ["b"], start_arm="a", start_step=1)
+    assert figures.by_step(changed, "b", "m")[:2] == ([4], [pytest.approx(0.175)])   # .3, .05
+    assert figures.starts(rows, "a", "m") == {0: 0.5, 1: 0.3}
+
+
+def test_change_lines_draws_changes_a_zero_line_and_returns_the_mean_start():
+    pytest.importorskip("matplotlib")
+    rows = [dict(arm="a", metric="m", step=s, seed=seed, value=v)
+            for seed, values in enumerate([(0.5, 0.4), (0.3, 0.25)]) for s, v in enumerate(values)]
+    fig, (ax,) = figures.matplotlib_figure()()
+    assert figures.change_lines(ax, rows, "m", ["a"]) == pytest.approx(0.4)
+    curve, zero = ax.lines
+    assert list(curve.get_ydata()) == pytest.approx([0.0, -0.075])
+    assert list(zero.get_ydata()) == [0, 0] and zero.get_linestyle() == "--"
+    assert ax.get_ylabel().startswith("change in test accuracy")
+
+
 def test_draw_all_without_matplotlib_raises_clear_error(monkeypatch, tmp_path):
-    monkeypatch.setitem(sys.modules, "matplotlib", None)   # import matplotlib now fails
+    for name in [m for m in sys.modules if m.split(".")[0] == "matplotlib"] + ["matplotlib"]:
+        monkeypatch.setitem(sys.modules, name, None)   # import matplotlib(.x) now fails,
+        # even where an earlier test already imported it
     with pytest.raises(ImportError, match="pip install matplotlib"):
         figures.draw_all(str(tmp_path), str(tmp_path / "out"))
 
