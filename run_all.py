@@ -11,6 +11,12 @@ editing spin.py only SPIN's. Results are written per method, so an interrupted r
 at the method it was running (that method starts over; the base models and the weak-to-strong
 ladder are cached in out/ and are not retrained).
 
+Every run gets one torch thread (OMP_NUM_THREADS=1, --threads to change it). Not for speed
+(the models are so small that one thread is about as fast, and two jobs can then share a 2-core
+CPU) but for the numbers: a float sum split over a different number of threads rounds
+differently, and a fine-tuning run drifts by a point or so. With one thread, the same seed gives
+the same numbers on any machine with the same torch build.
+
 On this 2-core CPU a full run takes about 1.5 hours, most of it in reflexion, rerank and ReST;
 the base models add about 2 minutes each on a fresh clone. The order puts the base models and
 their pass@k ceiling first, since every other method starts from them.
@@ -70,6 +76,8 @@ def main():
     p.add_argument("--only", default="", help="comma-separated methods to consider (default all)")
     p.add_argument("--force", action="store_true", help="rerun even the current results")
     p.add_argument("--dry-run", action="store_true", help="show what would run, run nothing")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads per run (default 1: the same numbers on any machine)")
     args = p.parse_args()
     methods = list(dict.fromkeys(m for m, _ in RUNS))
     only = [m.strip() for m in args.only.split(",") if m.strip()]
@@ -82,6 +90,8 @@ def main():
     except ValueError:
         p.error(f"--seeds must be comma-separated non-negative integers, got {args.seeds!r}")
 
+    if args.threads < 1:
+        p.error(f"--threads must be >= 1, got {args.threads}")
     plan = [(m, t) for m, t in RUNS if not only or m in only]
     todo = []
     for m, t in plan:
@@ -93,6 +103,7 @@ def main():
     if args.dry_run:
         return
 
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     start, failed = time.time(), []
     for i, (m, t) in enumerate(todo):
         cmd = [sys.executable, os.path.join("methods", f"{m}.py")] + argv_for(t, args.seeds)
@@ -100,7 +111,7 @@ def main():
               f"({(time.time() - start) / 60:.1f} min so far)", flush=True)
         t0 = time.time()
         try:
-            code = subprocess.call(cmd, cwd=ROOT)
+            code = subprocess.call(cmd, cwd=ROOT, env=env)
         except KeyboardInterrupt:
             sys.exit(f"\ninterrupted during {m} {t}; finished results are kept, "
                      "rerun `python run_all.py` to resume")
