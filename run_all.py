@@ -14,11 +14,12 @@ ladder are cached in out/ and are not retrained).
 Every run gets one torch thread (OMP_NUM_THREADS=1, --threads to change it). Not for speed
 (the models are so small that one thread is about as fast, and two jobs can then share a 2-core
 CPU) but for the numbers: a float sum split over a different number of threads rounds
-differently, and a fine-tuning run drifts by a point or so. With one thread, the same seed gives
-the same numbers on any machine with the same torch build.
+differently, and a fine-tuning run drifts by up to a point. With one thread, the same seed gives the
+same numbers on machines with the same torch build and CPU instruction set.
 
-On this 2-core CPU a full run takes about 1.5 hours, most of it in reflexion, rerank and ReST;
-the base models add about 2 minutes each on a fresh clone. The order puts the base models and
+On this 2-core CPU a full run took about 72 minutes: 52 for everything but weak-to-strong and 20
+for it (each measured while another one-thread job shared the CPU). A fresh clone adds about
+12 minutes to train the six base models and 5 for the weak-to-strong ladder. The order puts the base models and
 their pass@k ceiling first, since every other method starts from them.
 """
 import argparse
