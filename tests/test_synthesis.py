@@ -75,3 +75,26 @@ def test_run_all_dry_run_lists_every_method_and_runs_nothing():
         assert method in r.stdout
     bad = run_script("run_all.py", "--only", "nope", timeout=60)
     assert bad.returncode == 2 and "unknown method" in bad.stderr
+
+
+def test_ceiling_and_w2s_tables_on_hand_made_results(tmp_path):
+    ceil = [dict(arm="base", n_test=4, step=0, metric=m, seed=sd, value=v)
+            for m, sd, v in (("greedy_acc", 0, 0.25), ("greedy_acc", 1, 0.75), ("pass@1", 0, 0.2),
+                             ("pass@1", 1, 0.4), ("pass@4", 0, 0.5), ("pass@4", 1, 1.0),
+                             ("pass@16", 0, 0.5), ("pass@16", 1, 1.0), ("pass@64", 0, 1.0),
+                             ("pass@64", 1, 1.0))]
+    write(tmp_path, "ceiling", "arith", ceil, dict(problems=4))
+    assert report.ceiling_table(str(tmp_path)).splitlines()[2] == (
+        "| arith | 0.500 ± 0.354 | 0.300 ± 0.141 | 0.750 ± 0.354 | 0.750 ± 0.354 | 1.000 ± 0.000 |")
+
+    def r(arm, metric, value, seed, weak="-", strong="-", step=10):
+        return dict(arm=arm, weak=weak, strong=strong, step=step, metric=metric, value=value,
+                    seed=seed)
+    rows = [r("weak", "test_acc", 0.5, 0, weak="S"), r("ceiling", "test_acc", 0.9, 0, strong="M"),
+            r("w2s_naive", "test_acc", 0.1, 0, "S", "M", step=0),   # an early step: not reported
+            r("w2s_naive", "test_acc", 0.7, 0, "S", "M"), r("w2s_naive", "pgr", 0.5, 0, "S", "M"),
+            r("w2s_conf", "test_acc", 0.8, 0, "S", "M"), r("w2s_conf", "pgr", 0.75, 0, "S", "M")]
+    write(tmp_path, "weak_to_strong", "arith", rows, {}, seeds=(0,))
+    line = report.w2s_table(str(tmp_path)).splitlines()[2]
+    # weak, naive, conf, control (not run: empty), ceiling, PGR naive, PGR conf
+    assert line == "| S -> M | 0.500 | 0.700 | 0.800 |  | 0.900 | +0.500 | +0.750 |"
