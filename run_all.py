@@ -55,7 +55,7 @@ def default_run(argv):
 
 
 def status(method, task, seeds):
-    """('current' | 'stale' | 'missing', last wall seconds or None)."""
+    """('current' | 'missing' | 'stale: <why>', last wall seconds or None)."""
     path = os.path.join(common.results_dir(False), f"{method}-{task}.json")
     if not os.path.exists(path):
         return "missing", None
@@ -63,11 +63,12 @@ def status(method, task, seeds):
         with open(path) as f:
             rec = json.load(f)
     except (OSError, json.JSONDecodeError):
-        return "stale", None
-    current = (rec.get("code") == common.code_version(method)
-               and default_run(rec.get("argv")) and rec.get("task") == task
-               and rec.get("seeds") == [int(s) for s in seeds.split(",")])
-    return ("current" if current else "stale"), rec.get("wall_seconds")
+        return "stale: unreadable", None
+    why = [reason for reason, bad in (
+        ("code changed", rec.get("code") != common.code_version(method)),
+        ("not a default run", not default_run(rec.get("argv")) or rec.get("task") != task),
+        ("other seeds", rec.get("seeds") != [int(s) for s in seeds.split(",")])) if bad]
+    return ("stale: " + ", ".join(why) if why else "current"), rec.get("wall_seconds")
 
 
 def main():
@@ -78,7 +79,7 @@ def main():
     p.add_argument("--force", action="store_true", help="rerun even the current results")
     p.add_argument("--dry-run", action="store_true", help="show what would run, run nothing")
     p.add_argument("--threads", type=int, default=1,
-                   help="torch threads per run (default 1: the same numbers on any machine)")
+                   help="torch threads per run (default 1: numbers that do not depend on the core count)")
     args = p.parse_args()
     methods = list(dict.fromkeys(m for m, _ in RUNS))
     only = [m.strip() for m in args.only.split(",") if m.strip()]
@@ -100,7 +101,7 @@ def main():
         run = args.force or state != "current"
         todo += [(m, t)] if run else []
         took = f", last run {last / 60:.1f} min" if last else ""
-        print(f"  {m:<15} {t:<6} {state:<8} {'-> run' if run else '(skip)'}{took}")
+        print(f"  {m:<15} {t:<6} {'-> run' if run else '(skip)':<7} {state}{took}")
     if args.dry_run:
         return
 
