@@ -81,28 +81,34 @@ def lines_for(task, results=RESULTS):
         out.append(dict(label=label, method=rec["method"], before=b, after=a, k=k, drawn=drawn,
                         n_test=n_test, seconds=rec["wall_seconds"] / len(rec["seeds"])))
 
+    # samples drawn = the arm's own attempts, plus the self-generated training data of the
+    # reviewer, repairer or verifier it uses (a greedy answer and train_samples samples per
+    # training problem for the reviewer and repairer, train_samples for the verifier)
     rec = load("self_correct", task, results)
     if rec:
         c = rec["config"]
-        drawn = c["problems"] * (1 + c["rounds"]) + c["train_problems"] * c["train_samples"]
-        for arm in ("intrinsic", "oracle_stop", "majority_vote"):
-            add(f"self-correct: {arm}", rec, arm, "acc", 0, None, 1 + c["rounds"], drawn,
-                c["problems"])
+        attempts = c["problems"] * (1 + c["rounds"])
+        reviewer = c["train_problems"] * (1 + c["train_samples"])
+        for arm, trained in (("intrinsic", True), ("oracle_stop", True), ("majority_vote", False)):
+            add(f"self-correct: {arm}", rec, arm, "acc", 0, None, 1 + c["rounds"],
+                attempts + reviewer * trained, c["problems"])
     rec = load("reflexion", task, results)
     if rec:
         c = rec["config"]
-        drawn = c["problems"] * (1 + c["trials"]) + c["train_problems"] * c["train_samples"]
-        for arm in ("oracle_feedback", "self_check", "no_feedback", "resample"):
-            add(f"reflexion: {arm}", rec, arm, "solved", 0, None, 1 + c["trials"], drawn,
-                c["problems"])
+        attempts = c["problems"] * (1 + c["trials"])
+        repairer = c["train_problems"] * (1 + c["train_samples"])
+        for arm, trained in (("oracle_feedback", True), ("self_check", True),
+                             ("no_feedback", True), ("resample", False)):
+            add(f"reflexion: {arm}", rec, arm, "solved", 0, None, 1 + c["trials"],
+                attempts + repairer * trained, c["problems"])
     rec = load("rerank", task, results)
     if rec:
         c = rec["config"]
         n = max(c["ns"])
-        drawn = c["problems"] * c["samples"] + c["train_problems"] * c["train_samples"]
-        for arm in ("maj", "rr_all", "weighted"):
-            add(f"re-rank: {arm}@{n}", rec, arm, "test_acc", 1, n, n, drawn, c["problems"],
-                before_arm="pass@1")
+        attempts, verifier = c["problems"] * c["samples"], c["train_problems"] * c["train_samples"]
+        for arm, trained in (("maj", False), ("rr_all", True), ("weighted", True)):
+            add(f"re-rank: {arm}@{n}", rec, arm, "test_acc", 1, n, n,
+                attempts + verifier * trained, c["problems"], before_arm="pass@1")
     rec = load("rest_em", task, results)
     if rec:
         c = rec["config"]
@@ -115,10 +121,12 @@ def lines_for(task, results=RESULTS):
     rec = load("rest", task, results)
     if rec:
         c = rec["config"]
+        reward_model = c["rm_problems"] * c["rm_samples"]  # the proxy arms' reward model's data
         for g in range(1, c["grows"] + 1):
-            for arm in (f"rest_g{g}", f"rest_proxy_g{g}"):
+            for arm, extra in ((f"rest_g{g}", 0), (f"rest_proxy_g{g}", reward_model)):
                 add(f"ReST: {arm}", rec, arm, "test_acc", 0, None, c["samples"] * g,
-                    c["train_problems"] * c["samples"] * g, c["test_problems"], before_arm="base")
+                    c["train_problems"] * c["samples"] * g + extra, c["test_problems"],
+                    before_arm="base")
     rec = load("spin", task, results)
     if rec:
         c = rec["config"]
