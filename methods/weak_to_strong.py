@@ -19,28 +19,41 @@ Losses (per answer token t, p_s = student's distribution, p_w = the teacher's so
     naive:      L = CE(p_s, p_w)                                = -sum_v p_w(v) log p_s(v)
     confidence: L = (1 - a) CE(p_s, p_w) + a CE(p_s, onehot(argmax p_s))          (paper Eq. 1)
 with a warmed up linearly from 0 to a_max over 20% of the steps (a_max = 0.75 for the largest
-student, 0.5 otherwise; the paper ramps from step 0, we start at half of training, see below).
+student, 0.5 otherwise; the paper ramps from step 0; we start at half of training, see below).
 The second term rewards the student for being confident in its OWN answer, so it can overrule
 the teacher where it knows better.
 
 Setup here (one seed):
-  1. A ladder of three GPTs (S < M < L) pretrained as language models on correct addition text,
-     "123+45=861" (the sum's digits reversed, as everywhere in this repo). No test pair appears.
-     This is the toy analogue of pretraining: the skill is in the weights, in another format.
-  2. The task, in a NEW format: "45,123>" -> "861" (operands swapped, new symbols). Fine-tuning
-     must map this format onto the addition the model already knows: that is what "elicit" means.
-  3. weak = a smaller ladder model fine-tuned on ground truth of half A. Its soft labels on half B
-     (its greedy answer, and its full next-token distribution along that answer).
+  1. A ladder of three GPTs (S < M < L) pretrained on the multiplication table of the arith
+     task at 3 digits: all 10,000 facts "123*4=" -> "294" (492 reversed, as everywhere in this
+     repo), loss on the product. How much of the table a model holds grows with its size
+     (S ~1/2, M ~5/6, L all of it): the skill is in the weights, in another format. The test
+     facts are in this table on purpose (the toy's "pretraining leakage": the strong model is
+     meant to know them); what no model has seen is the question asked as "123*4>".
+  2. The task, in that NEW format: "123*4>" -> "294". Fine-tuning must map the new question
+     onto the table the model already holds: that is what "elicit" means here.
+  3. weak = a smaller ladder model fine-tuned on ground truth of half A (1000 facts). Its soft
+     labels on half B (its greedy answer, and its next-token distribution along that answer).
   4. Arms per (weak, strong) pair: w2s_naive, w2s_conf, ceiling (strong fine-tuned on ground
      truth of B), and the control w2s_random_init (the strong architecture from scratch, on the
-     same weak labels, for as many steps: 750 steps are ~50 passes over B, enough to fit them).
+     same weak labels, 4x the steps at the pretraining learning rate, so it fits them as well as
+     the pretrained students do: the fit_weak_labels row shows it).
 
 Simplified, and why:
+  - Facts, not a rule. A first version pretrained the ladder on addition (a rule to generalise).
+    Each size learned addition through a sharp phase transition whose step depended on the data
+    order more than on the size, so skill was not monotone in size: over 3 seeds the "strong"
+    ceiling (0.70 +- 0.17) did not beat the "weak" teacher (0.76 +- 0.11). How many facts a
+    model stores grows smoothly with its size, so a table gives a reliable ladder.
   - The task is generative, not binary. A probe on this CPU found a binary "is a+b=c correct?"
     classifier on a model that adds perfectly stayed at chance (~53%) even with ground-truth
-    labels: a 4-layer model cannot read its own sum off and compare it in one forward pass. The
-    generative task has a ceiling of ~100%. Soft labels become token-level soft labels along the
-    teacher's greedy answer (distillation), as in the paper's chess setting (next-move labels).
+    labels: a 4-layer model cannot read its own answer off and compare it in one forward pass.
+    Soft labels become token-level soft labels along the teacher's greedy answer
+    (distillation), as in the paper's chess setting (next-move labels).
+  - The new format changes one symbol and keeps every position: the models have learned
+    absolute positions, and ad-hoc probes (not in the repo) found that a prefix token, which
+    shifts every position, or swapped operands elicited far less of what a model knew, even
+    from ground truth. Try it: exercise 2 of tutorials/04_weak_to_strong.md.
   - The confidence loss hardens with argmax per token, the multi-class form used by the
     EleutherAI re-implementation. The paper's batch-adaptive threshold (choose t so half the
     batch is positive) is a device for binary labels with a class prior; a digit token has ten
@@ -50,8 +63,10 @@ Simplified, and why:
     fixed budget and report the weak-label validation accuracy (`weak_val_acc`) beside the test
     accuracy at every evaluation, so you can see what such early stopping would have picked.
   - The confidence loss's warm-up starts at half of training (--conf-start 0.5), not at step 0:
-    in the new format the student's own early answers are junk, and hardening them is what a
-    first run with the paper's schedule did (every w2s_conf student collapsed to ~0%).
+    before fine-tuning the students answer few facts in the new format (L ~1/4, M ~1/10 at
+    step 0), and hardening those early answers trains them on their own mistakes. On seed 0
+    the paper's schedule (--conf-start 0) gave M->L 0.822 against 0.846 with the later start,
+    and S->M / S->L 0.280 / 0.306 against 0.302 / 0.334.
   - No bootstrapping chain (S -> M -> L): three sizes are too few to show it.
 
 Run:
@@ -59,10 +74,12 @@ Run:
   python methods/weak_to_strong.py --seeds 0,1,2   # what wrote results/weak_to_strong-arith.*
   python methods/weak_to_strong.py --quick         # tiny ladder and budget, same path (tests)
 
-What you should see: the PGR matrix printed at the end (weak size x strong size, per arm), the
-test accuracy of every student against steps, and the from-scratch control for comparison: a
-student that only imitates has PGR near 0, one that elicits its pretraining has PGR > 0.
-tutorials/04_weak_to_strong.md reads the numbers of a 3-seed run, including where they fail.
+What you should see: each ladder size's share of the table, the teachers' and ceilings'
+accuracy, one line per student (its test accuracy; on the facts its teacher gets wrong, how
+often it copies the teacher and how often it is right anyway), and the PGR matrix at the end
+(weak size x strong size, per arm). A student that only imitates has PGR near 0; one that
+elicits what pretraining put there has PGR > 0; the from-scratch control, which has nothing to
+elicit, ends below its teacher. tutorials/04_weak_to_strong.md reads a 3-seed run.
 """
 import hashlib
 import json
@@ -81,56 +98,66 @@ import common  # noqa: E402
 from model import GPT, GPTConfig, CheckpointError, autocast, load, pack, save  # noqa: E402
 from sample import generate  # noqa: E402
 from sft import finetune, lr_at  # noqa: E402
-from verify import TASKS, Problem, split_of  # noqa: E402
+from verify import TASKS, Problem  # noqa: E402
 
 # The ladder: three sizes, smallest first. Weak teachers are every size but the largest, strong
-# students every size but the smallest.
+# students every size but the smallest. Sizes were picked from a measured curve (tutorial 04):
+# after pretraining, S knows ~1/2 of the table, M ~5/6, L all of it.
 LADDER = {
-    "S": dict(n_layer=2, n_head=4, n_embd=64),
-    "M": dict(n_layer=2, n_head=4, n_embd=96),
+    "S": dict(n_layer=2, n_head=4, n_embd=48),
+    "M": dict(n_layer=2, n_head=4, n_embd=64),
     "L": dict(n_layer=4, n_head=4, n_embd=128),
 }
-# Pretraining (language modelling on correct addition text); changing it re-pretrains the ladder
-PRETRAIN = dict(digits=3, n_text=50000, steps=1500, batch_size=64, lr=1e-3, warmup=100,
-                block_size=24)
+# Pretraining (the whole multiplication table, old format); changing it re-pretrains the ladder
+PRETRAIN = dict(digits=3, steps=3000, batch_size=64, lr=1e-3, warmup=100, block_size=24)
 QUICK_LADDER = {
     "S": dict(n_layer=1, n_head=1, n_embd=16),
     "M": dict(n_layer=1, n_head=2, n_embd=32),
     "L": dict(n_layer=2, n_head=2, n_embd=32),
 }
-QUICK_PRETRAIN = dict(digits=3, n_text=500, steps=20, batch_size=16, lr=1e-3, warmup=5,
-                      block_size=24)
+QUICK_PRETRAIN = dict(digits=2, steps=20, batch_size=16, lr=1e-3, warmup=5, block_size=24)
 
 BOS = "\n"  # every sequence starts with a newline: pretraining text and task prompts alike
 
 
 # ---------------------------------------------------------------------------------------------
-# Data: pretraining text and the task in its new format
+# Data: the multiplication table, in the pretraining format and in the task's new format
 
-def pairs_of_split(n, seed, split, digits):
-    """n distinct operand pairs (a, b) whose pair falls in `split`. The split is decided by
-    verify.split_of on "a+b=", so no test pair ever appears in pretraining text or training."""
-    rng = random.Random(f"w2s-{seed}-{split}-{digits}")
-    out, seen = [], set()
-    while len(out) < n:
-        a, b = rng.randrange(10 ** digits), rng.randrange(10 ** digits)
-        if (a, b) in seen or split_of(f"{a}+{b}=") != split:
-            continue
-        seen.add((a, b))
-        out.append((a, b))
-    return out
+def table(digits):
+    """Every product a*b with a < 10**digits and b < 10: the multiplication half of the arith
+    task at this difficulty (10,000 facts at 3 digits)."""
+    return [(a, b) for a in range(10 ** digits) for b in range(10)]
 
 
-def pretrain_text(a, b):
-    """The pretraining format: '123+45=861' (the sum's digits reversed)."""
-    return f"{a}+{b}={str(a + b)[::-1]}"
+def answer(a, b):
+    return str(a * b)[::-1]  # reversed digits, as everywhere in this repo
+
+
+def pretrain_pair(a, b):
+    """The pretraining format: '\\n123*4=' -> '294' (492 reversed). Loss on the product only:
+    the operands are uniform random draws, there is nothing to learn in them."""
+    return f"{BOS}{a}*{b}=", answer(a, b)
 
 
 def task_problem(a, b, digits):
-    """The task in its new format: prompt '\\n45,123>', answer '861'. A verify.Problem, so the
+    """The task in its new format: '\\n123*4>' -> '294'. The '>' never occurs in pretraining;
+    every token keeps its position, so only the question mark is new. A verify.Problem, so the
     repo's arith oracle grades it (correct iff the reversed digits are exactly right)."""
-    return Problem(prompt=f"{BOS}{b},{a}>", answer=str(a + b)[::-1], tests=a + b,
-                   difficulty=digits)
+    return Problem(prompt=f"{BOS}{a}*{b}>", answer=answer(a, b), tests=a * b, difficulty=digits)
+
+
+def splits(seed, digits, n_half, n_val, n_test):
+    """Disjoint facts for one seed: half A (teachers' ground truth), half B (weak labels),
+    B_val (held-out weak labels) and test. Every one of them is in the pretraining table."""
+    facts = table(digits)
+    random.Random(f"w2s-{seed}-{digits}").shuffle(facts)
+    need = 2 * n_half + n_val + n_test
+    if need > len(facts):
+        raise ValueError(f"the {digits}-digit table has {len(facts)} facts; "
+                         f"2 halves + val + test need {need}")
+    a_end, b_end = n_half, 2 * n_half
+    return (facts[:a_end], facts[a_end:b_end], facts[b_end:b_end + n_val],
+            facts[b_end + n_val:need])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -139,6 +166,7 @@ def task_problem(a, b, digits):
 def ladder_settings(size, quick=False):
     s = dict((QUICK_LADDER if quick else LADDER)[size])
     s.update(QUICK_PRETRAIN if quick else PRETRAIN)
+    s["data"] = "multiplication table"  # the key changes with the data, not only the settings
     return s
 
 
@@ -157,9 +185,9 @@ def pretrained(size, seed, device="cpu", quick=False, progress=True):
             print(f"cached ladder model unreadable ({e}); pretraining again", file=sys.stderr)
     s = ladder_settings(size, quick)
     common.seed_everything(seed)
-    text = [pretrain_text(a, b) for a, b in pairs_of_split(s["n_text"], seed, "train", s["digits"])]
-    # language modelling: every token after the BOS is a target (operands too, not just the sum)
-    pairs = [(BOS, t) for t in text]
+    # the whole table, test facts included: the strong model is meant to know them (the toy's
+    # "pretraining leakage"); what it has never seen is the task's format
+    pairs = [pretrain_pair(a, b) for a, b in table(s["digits"])]
     model = GPT(GPTConfig(n_layer=s["n_layer"], n_head=s["n_head"], n_embd=s["n_embd"],
                           block_size=s["block_size"])).to(device)
     start = time.time()
@@ -177,8 +205,8 @@ def pretrained(size, seed, device="cpu", quick=False, progress=True):
 def alpha_at(step, steps, alpha_max, warmup_frac=0.2, start_frac=0.0):
     """The confidence loss weight: 0 until start_frac of training, then linear up to alpha_max
     over the next warmup_frac, then constant. start_frac = 0 is the paper's schedule (App. A.4);
-    the run starts later (--conf-start) because here the student cannot answer in the new format
-    at all at first, and hardening its own early answers would train it on junk."""
+    the run starts later (--conf-start) because here the student answers few facts in the new
+    format at first, and hardening its own early answers would train it on its mistakes."""
     step = step - start_frac * steps
     if step < 0:
         return 0.0
@@ -299,11 +327,9 @@ def run_seed(seed, args, device, quick):
     sizes = list(LADDER)
     # half A trains the teachers on ground truth, half B gets weak labels; B_val (held out of B)
     # measures agreement with the weak labels: the only validation a w2s run may use
-    train = [task_problem(a, b, digits) for a, b in
-             pairs_of_split(2 * args.half + args.val, seed, "train", digits)]
-    half_a, half_b, b_val = train[:args.half], train[args.half:2 * args.half], train[2 * args.half:]
-    test_pairs = pairs_of_split(args.problems, 0, "test", digits)
-    test = [task_problem(a, b, digits) for a, b in test_pairs]
+    fact_a, fact_b, fact_val, fact_test = splits(seed, digits, args.half, args.val, args.problems)
+    half_a, half_b, b_val, test = ([task_problem(a, b, digits) for a, b in facts]
+                                   for facts in (fact_a, fact_b, fact_val, fact_test))
     ft = dict(batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, progress=not quick)
     rows = []
 
@@ -312,15 +338,15 @@ def run_seed(seed, args, device, quick):
                          value=round(value, 4), seed=seed))
 
     ladder = {s: pretrained(s, args.ladder_seed, device, quick, progress=not quick) for s in sizes}
-    # what pretraining put there: each size's accuracy on the test pairs in the pretraining
-    # format ("123+45=" -> "861"), which no fine-tuning has touched
-    old_format = [Problem(prompt=f"{BOS}{a}+{b}=", answer=str(a + b)[::-1], tests=a + b,
-                          difficulty=digits) for a, b in test_pairs]
+    # what pretraining put there: each size's accuracy on the test facts in the pretraining
+    # format ("123*4=" -> "294"), which no fine-tuning has touched
+    old_format = [Problem(*pretrain_pair(a, b), tests=a * b, difficulty=digits)
+                  for a, b in fact_test]
     for s in sizes:
         lm_acc = accuracy(task, old_format, greedy_answers(ladder[s], old_format, max_new))
         row("pretrained", 0, "lm_acc", lm_acc, strong=s)
-        print(f"  ladder {s}: {ladder[s].num_params() / 1e6:.2f}M params, "
-              f"{lm_acc:.3f} right on test sums in the pretraining format")
+        print(f"  ladder {s}: {ladder[s].num_params() / 1e6:.3f}M params, "
+              f"{lm_acc:.3f} right on the test facts in the pretraining format")
 
     # weak teachers: every size but the largest, fine-tuned on ground truth of half A
     weak = {}
@@ -353,9 +379,12 @@ def run_seed(seed, args, device, quick):
     for w, s in pairs:
         lab = weak[w]
         alpha_max = 0.75 if s == sizes[-1] else 0.5  # paper: 0.75 for the largest students
-        arms = [("w2s_naive", 0.0, args.steps, True), ("w2s_conf", alpha_max, args.steps, True),
-                ("w2s_random_init", 0.0, args.scratch_mult * args.steps, False)]
-        for arm, alpha, steps, from_ladder in arms:
+        # the control trains from scratch, so it gets the pretraining learning rate and more
+        # steps: enough to fit the weak labels of B (its fit_weak_labels row shows it does)
+        arms = [("w2s_naive", 0.0, args.steps, args.lr, True),
+                ("w2s_conf", alpha_max, args.steps, args.lr, True),
+                ("w2s_random_init", 0.0, args.scratch_mult * args.steps, args.scratch_lr, False)]
+        for arm, alpha, steps, lr, from_ladder in arms:
             if from_ladder:
                 model = pretrained(s, args.ladder_seed, device, quick, progress=False)
             else:  # the control: same architecture, fresh random weights
@@ -370,7 +399,7 @@ def run_seed(seed, args, device, quick):
 
             curve = train_on_weak_labels(
                 model, [p.prompt for p in half_b], lab["b_ans"], lab["b_probs"], steps,
-                args.batch_size, args.lr, args.warmup, alpha_max=alpha,
+                args.batch_size, lr, args.warmup, alpha_max=alpha,
                 conf_start=args.conf_start, seed=seed,
                 eval_every=max(1, steps // args.evals), evaluate=evaluate,
                 desc=f"{arm} {w}->{s}", progress=not quick)
@@ -385,8 +414,15 @@ def run_seed(seed, args, device, quick):
             wrong = [i for i, p in enumerate(test) if not task.check(p, lab["test_ans"][i]).correct]
             copies = sum(ans[i] == lab["test_ans"][i] for i in wrong) / max(1, len(wrong))
             row(arm, steps, "agree_on_weak_errors", copies, weak=w, strong=s)
+            # and how often it is right there: knowledge no label pointed at (elicitation)
+            fixes = sum(task.check(test[i], ans[i]).correct for i in wrong) / max(1, len(wrong))
+            row(arm, steps, "right_on_weak_errors", fixes, weak=w, strong=s)
+            # how well it fits the labels it was trained on (B): the control should fit them too
+            fit = agreement(greedy_answers(model, half_b, max_new), lab["b_ans"])
+            row(arm, steps, "fit_weak_labels", fit, weak=w, strong=s)
             print(f"  seed {seed} {arm} {w}->{s}: test_acc {acc:.3f} (weak {lab['acc']:.3f}, "
-                  f"ceiling {ceiling[s]:.3f}), copies {copies:.2f} of the teacher's errors")
+                  f"ceiling {ceiling[s]:.3f}); where the teacher is wrong it copies {copies:.2f}, "
+                  f"is right on {fixes:.2f}; fits {fit:.2f} of its labels on B")
     return rows
 
 
@@ -412,27 +448,30 @@ def pgr_matrix(rows, arm):
 
 def main():
     parser = common.parser_for(__doc__, default_task="arith")
-    parser.add_argument("--steps", type=int, default=750, help="fine-tuning steps of every arm")
+    parser.add_argument("--steps", type=int, default=300, help="fine-tuning steps of every arm")
     parser.add_argument("--conf-start", type=float, default=0.5,
                         help="share of training before the confidence loss starts its warm-up")
     parser.add_argument("--ladder-seed", type=int, default=0,
                         help="seed of the pretrained ladder every seed starts from")
-    parser.add_argument("--scratch-mult", type=int, default=1,
+    parser.add_argument("--scratch-mult", type=int, default=4,
                         help="the random-init control trains this many times longer")
-    parser.add_argument("--half", type=int, default=1000, help="problems in each of halves A, B")
-    parser.add_argument("--val", type=int, default=200, help="held-out weak-labelled problems")
-    parser.add_argument("--problems", type=int, default=500, help="test problems")
+    parser.add_argument("--scratch-lr", type=float, default=1e-3,
+                        help="peak learning rate of the random-init control (the pretraining one)")
+    parser.add_argument("--half", type=int, default=1000, help="facts in each of halves A, B")
+    parser.add_argument("--val", type=int, default=200, help="held-out weak-labelled facts")
+    parser.add_argument("--problems", type=int, default=500, help="test facts")
     parser.add_argument("--batch-size", type=int, default=64, help="fine-tuning batch size")
-    parser.add_argument("--lr", type=float, default=1e-3, help="peak fine-tuning learning rate")
+    parser.add_argument("--lr", type=float, default=3e-4, help="peak fine-tuning learning rate")
     parser.add_argument("--warmup", type=int, default=20, help="learning-rate warm-up steps")
     parser.add_argument("--evals", type=int, default=6, help="test evaluations per w2s run")
     args = parser.parse_args()
     seeds, device = common.check_args(parser, args)
     if args.task != "arith":
-        parser.error("weak_to_strong runs on arith only (its ladder is pretrained on addition)")
+        parser.error("weak_to_strong runs on arith only (its ladder learns the multiplication "
+                     "table)")
     common.positive(parser, steps=args.steps, scratch_mult=args.scratch_mult, half=args.half,
                     val=args.val, problems=args.problems, batch_size=args.batch_size, lr=args.lr,
-                    evals=args.evals)
+                    scratch_lr=args.scratch_lr, evals=args.evals)
     if not 0 <= args.conf_start < 1:
         parser.error(f"--conf-start must be in [0, 1), got {args.conf_start}")
     if args.ladder_seed < 0:
@@ -442,10 +481,15 @@ def main():
     if args.quick:
         args.steps, args.half, args.val, args.problems = 10, 40, 20, 20
         args.batch_size, args.evals, args.warmup = 8, 2, 2
+    digits = (QUICK_PRETRAIN if args.quick else PRETRAIN)["digits"]
+    if 2 * args.half + args.val + args.problems > len(table(digits)):
+        parser.error(f"--half x 2 + --val + --problems must fit in the {len(table(digits))} facts "
+                     f"of the {digits}-digit table")
 
     config = dict(ladder_seed=args.ladder_seed, ladder=QUICK_LADDER if args.quick else LADDER,
                   pretrain=QUICK_PRETRAIN if args.quick else PRETRAIN, steps=args.steps,
-                  scratch_mult=args.scratch_mult, conf_start=args.conf_start, half=args.half,
+                  scratch_mult=args.scratch_mult, scratch_lr=args.scratch_lr,
+                  conf_start=args.conf_start, half=args.half,
                   val=args.val, problems=args.problems, batch_size=args.batch_size, lr=args.lr,
                   warmup=args.warmup, evals=args.evals)
     rows, start = [], time.time()
@@ -453,9 +497,9 @@ def main():
         t0 = time.time()
         rows += run_seed(seed, args, device, args.quick)
         print(f"seed {seed} done in {time.time() - t0:.0f} s")
-        table = common.write_results("weak_to_strong", args.task, seeds[:i + 1], config, rows,
-                                     time.time() - start, quick=args.quick)
-    print(table)
+        summary = common.write_results("weak_to_strong", args.task, seeds[:i + 1], config, rows,
+                                       time.time() - start, quick=args.quick)
+    print(summary)
     for arm in ("w2s_naive", "w2s_conf", "w2s_random_init"):
         print()
         print(pgr_matrix(rows, arm))

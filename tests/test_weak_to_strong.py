@@ -12,7 +12,7 @@ from conftest import ROOT
 from model import EOT, GPT, GPTConfig, pack
 from sft import finetune
 import weak_to_strong as w2s
-from verify import TASKS, split_of
+from verify import TASKS
 
 
 def test_pgr_on_hand_made_numbers():
@@ -49,7 +49,7 @@ def test_confidence_hardening_is_a_label_not_a_gradient_path():
 def test_soft_labels_that_are_one_hot_give_the_models_own_loss():
     torch.manual_seed(0)
     model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=24))
-    idx, targets = pack(["\n12,3>", "\n5,400>"], ["51", "504"])
+    idx, targets = pack(["\n12*3>", "\n400*5>"], ["63", "0002"])
     logits, loss = model(idx, targets)
     onehot = F.one_hot(targets.clamp(min=0), logits.size(-1)).float()
     mask = (targets != -1).float()
@@ -82,7 +82,7 @@ def test_alpha_warms_up_linearly_over_the_first_fifth_then_stays():
 def test_weak_labels_are_the_teachers_greedy_answers_and_its_distributions():
     torch.manual_seed(0)
     model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=24))
-    problems = [w2s.task_problem(a, b, 3) for a, b in w2s.pairs_of_split(64, 0, "train", 3)]
+    problems = [w2s.task_problem(a, b, 3) for a, b in w2s.splits(0, 3, 64, 0, 0)[0]]
     # a few steps, so the teacher writes digits and an end token (a random model writes bytes
     # that are not valid UTF-8, and those do not survive decode -> encode)
     finetune(model, [(p.prompt, p.answer) for p in problems], steps=40, batch_size=16, lr=3e-3,
@@ -98,16 +98,25 @@ def test_weak_labels_are_the_teachers_greedy_answers_and_its_distributions():
     assert mask.sum() > 0 and torch.equal(probs.argmax(-1)[mask], targets[mask])
 
 
-def test_data_splits_never_share_a_pair_and_are_deterministic():
-    train = w2s.pairs_of_split(300, 0, "train", 3)
-    test = w2s.pairs_of_split(100, 0, "test", 3)
-    assert not set(train) & set(test)
-    assert all(split_of(f"{a}+{b}=") == "test" for a, b in test)
-    assert train == w2s.pairs_of_split(300, 0, "train", 3)
-    p = w2s.task_problem(123, 45, 3)
-    assert p.prompt == "\n45,123>" and p.answer == "861"
-    assert TASKS["arith"].check(p, "861").correct and not TASKS["arith"].check(p, "168").correct
-    assert w2s.pretrain_text(123, 45) == "123+45=861"
+def test_splits_are_disjoint_deterministic_and_inside_the_pretraining_table():
+    a, b, val, test = w2s.splits(0, 2, 300, 100, 200)
+    assert (len(a), len(b), len(val), len(test)) == (300, 300, 100, 200)
+    facts = [f for part in (a, b, val, test) for f in part]
+    assert len(set(facts)) == len(facts)  # no fact in two parts
+    assert set(facts) <= set(w2s.table(2)) and len(w2s.table(2)) == 1000
+    assert w2s.splits(0, 2, 300, 100, 200) == (a, b, val, test)
+    assert w2s.splits(1, 2, 300, 100, 200)[3] != test  # another seed, other facts
+    with pytest.raises(ValueError):
+        w2s.splits(0, 2, 450, 100, 100)  # 1100 facts asked of a 1000-fact table
+
+
+def test_task_format_and_pretraining_format_share_every_position_but_one():
+    prompt, answer = w2s.pretrain_pair(123, 4)
+    p = w2s.task_problem(123, 4, 3)
+    assert (prompt, answer) == ("\n123*4=", "294") and p.prompt == "\n123*4>"
+    assert [x == y for x, y in zip(prompt, p.prompt)].count(False) == 1
+    assert TASKS["arith"].check(p, "294").correct and not TASKS["arith"].check(p, "492").correct
+    assert TASKS["arith"].check(w2s.task_problem(250, 4, 3), "0001").correct  # 1000 reversed
 
 
 def run(*args):
@@ -134,4 +143,7 @@ def test_quick_run_end_to_end_writes_results_and_a_pgr_matrix():
     assert arms == {"pretrained", "weak", "ceiling", "w2s_naive", "w2s_conf", "w2s_random_init"}
     pairs = {(r["weak"], r["strong"]) for r in rows if r["metric"] == "agree_on_weak_errors"}
     assert pairs == {("S", "M"), ("S", "L"), ("M", "L")}
-    assert all(0.0 <= r["value"] <= 1.0 for r in rows if r["metric"] in ("test_acc", "weak_val_acc"))
+    fits = {(r["arm"], r["weak"], r["strong"]) for r in rows if r["metric"] == "fit_weak_labels"}
+    assert len(fits) == 9  # every w2s arm of every pair says how well it fits its labels
+    assert all(0.0 <= r["value"] <= 1.0 for r in rows
+               if r["metric"] in ("test_acc", "weak_val_acc", "fit_weak_labels"))
