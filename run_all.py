@@ -17,10 +17,10 @@ CPU) but for the numbers: a float sum split over a different number of threads r
 differently, and a fine-tuning run drifts by up to a point. With one thread, the same seed gives the
 same numbers on machines with the same torch build and CPU instruction set.
 
-On this 2-core CPU a full run took about 72 minutes: 52 for everything but weak-to-strong and 20
+On this 2-core CPU a full run took about 64 minutes: 52 for everything but weak-to-strong and 12
 for it (each measured while another one-thread job shared the CPU). A fresh clone adds about
-12 minutes to train the six base models and 5 for the weak-to-strong ladder. The order puts the base models and
-their pass@k ceiling first, since every other method starts from them.
+12 minutes to train the six base models and 4 for the weak-to-strong ladder. The order puts the
+base models and their pass@k ceiling first, since every other method starts from them.
 """
 import argparse
 import json

@@ -101,8 +101,8 @@ from sft import finetune, lr_at  # noqa: E402
 from verify import TASKS, Problem  # noqa: E402
 
 # The ladder: three sizes, smallest first. Weak teachers are every size but the largest, strong
-# students every size but the smallest. Sizes were picked from a measured curve (tutorial 04):
-# after pretraining, S knows ~1/2 of the table, M ~5/6, L all of it.
+# students every size but the smallest. Sizes were picked with side probes so that the three
+# hold clearly different shares of the table: S ~1/2, M ~5/6, L all of it (the `pretrained` rows).
 LADDER = {
     "S": dict(n_layer=2, n_head=4, n_embd=48),
     "M": dict(n_layer=2, n_head=4, n_embd=64),
