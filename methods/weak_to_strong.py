@@ -36,8 +36,9 @@ Setup here (one seed):
      labels on half B (its greedy answer, and its next-token distribution along that answer).
   4. Arms per (weak, strong) pair: w2s_naive, w2s_conf, ceiling (strong fine-tuned on ground
      truth of B), and the control w2s_random_init (the strong architecture from scratch, on the
-     same weak labels, 4x the steps at the pretraining learning rate, so it fits them as well as
-     the pretrained students do: the fit_weak_labels row shows it).
+     same weak labels, 4x the steps at the pretraining learning rate; its fit_weak_labels row
+     says how well it fits them: better than the pretrained L students, a little worse than
+     the pretrained M students, whose teacher S is mostly wrong).
 
 Simplified, and why:
   - Facts, not a rule. A first version pretrained the ladder on addition (a rule to generalise).
@@ -63,7 +64,7 @@ Simplified, and why:
     fixed budget and report the weak-label validation accuracy (`weak_val_acc`) beside the test
     accuracy at every evaluation, so you can see what such early stopping would have picked.
   - The confidence loss's warm-up starts at half of training (--conf-start 0.5), not at step 0:
-    before fine-tuning the students answer few facts in the new format (L ~1/4, M ~1/10 at
+    before fine-tuning the students answer few facts in the new format (L ~1/4, M ~1/8 at
     step 0), and hardening those early answers trains them on their own mistakes. On seed 0
     the paper's schedule (--conf-start 0) gave M->L 0.822 against 0.846 with the later start,
     and S->M / S->L 0.280 / 0.306 against 0.302 / 0.334.
@@ -380,7 +381,7 @@ def run_seed(seed, args, device, quick):
         lab = weak[w]
         alpha_max = 0.75 if s == sizes[-1] else 0.5  # paper: 0.75 for the largest students
         # the control trains from scratch, so it gets the pretraining learning rate and more
-        # steps: enough to fit the weak labels of B (its fit_weak_labels row shows it does)
+        # steps, to fit the weak labels of B (its fit_weak_labels row says how well it does)
         arms = [("w2s_naive", 0.0, args.steps, args.lr, True),
                 ("w2s_conf", alpha_max, args.steps, args.lr, True),
                 ("w2s_random_init", 0.0, args.scratch_mult * args.steps, args.scratch_lr, False)]
