@@ -172,14 +172,15 @@ def w2s_table(results=RESULTS):
         return ""
     pairs = list(dict.fromkeys((r["weak"], r["strong"]) for r in rec["rows"]
                                if r["arm"] == "w2s_naive"))
-    lines = ["| weak -> strong | weak | w2s_naive | w2s_conf | random-init control | ceiling | "
-             "PGR naive | PGR conf |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| weak -> strong | weak | w2s_naive | w2s_conf | w2s_boot (via M) | "
+             "random-init control | ceiling | PGR naive | PGR conf | PGR boot |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for w, s in pairs:
         cells = [fmt(values(rec, "weak", "test_acc", weak=w).values())]
-        for arm in ("w2s_naive", "w2s_conf", "w2s_random_init"):
+        for arm in ("w2s_naive", "w2s_conf", "w2s_boot", "w2s_random_init"):
             cells.append(fmt(values(rec, arm, "test_acc", weak=w, strong=s).values()))
         cells.append(fmt(values(rec, "ceiling", "test_acc", strong=s).values()))
-        for arm in ("w2s_naive", "w2s_conf"):
+        for arm in ("w2s_naive", "w2s_conf", "w2s_boot"):
             cells.append(fmt(values(rec, arm, "pgr", weak=w, strong=s).values(), signed=True))
         lines.append(f"| {w} -> {s} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -36,9 +36,9 @@ Setup here (one seed):
      labels on half B (its greedy answer, and its next-token distribution along that answer).
   4. Arms per (weak, strong) pair: w2s_naive, w2s_conf, ceiling (strong fine-tuned on ground
      truth of B), and the control w2s_random_init (the strong architecture from scratch, on the
-     same weak labels, 4x the steps at the pretraining learning rate; its fit_weak_labels row
-     says how well it fits them: better than the pretrained L students, a little worse than
-     the pretrained M students, whose teacher S is mostly wrong).
+     same weak labels, 2x the steps at the pretraining learning rate; its fit_weak_labels row
+     says how well it fits them). And w2s_boot for S -> L: L learns from the labels that the
+     S -> M naive student writes on a third half C.
 
 Simplified, and why:
   - Facts, not a rule. A first version pretrained the ladder on addition (a rule to generalise).
@@ -68,7 +68,9 @@ Simplified, and why:
     step 0), and hardening those early answers trains them on their own mistakes. On seed 0
     the paper's schedule (--conf-start 0) gave M->L 0.822 against 0.846 with the later start,
     and S->M / S->L 0.280 / 0.306 against 0.302 / 0.334.
-  - No bootstrapping chain (S -> M -> L): three sizes are too few to show it.
+  - Bootstrapping is one chain, S -> M -> L, reported as the pair S -> L (arm w2s_boot): the
+    S -> M naive student labels a third half C, and L learns from those labels. The paper
+    chains several intermediate sizes; three sizes allow one step.
 
 Run:
   python methods/weak_to_strong.py                 # seed 0 (pretrains the ladder on first use)
@@ -149,16 +151,18 @@ def task_problem(a, b, digits):
 
 def splits(seed, digits, n_half, n_val, n_test):
     """Disjoint facts for one seed: half A (teachers' ground truth), half B (weak labels),
-    B_val (held-out weak labels) and test. Every one of them is in the pretraining table."""
+    B_val (held-out weak labels), test, and half C (the bootstrapping chain's middle labels).
+    Every one of them is in the pretraining table."""
     facts = table(digits)
     random.Random(f"w2s-{seed}-{digits}").shuffle(facts)
-    need = 2 * n_half + n_val + n_test
+    need = 3 * n_half + n_val + n_test
     if need > len(facts):
         raise ValueError(f"the {digits}-digit table has {len(facts)} facts; "
-                         f"2 halves + val + test need {need}")
+                         f"3 halves + val + test need {need}")
     a_end, b_end = n_half, 2 * n_half
+    test_end = b_end + n_val + n_test
     return (facts[:a_end], facts[a_end:b_end], facts[b_end:b_end + n_val],
-            facts[b_end + n_val:need])
+            facts[b_end + n_val:test_end], facts[test_end:need])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -327,10 +331,12 @@ def run_seed(seed, args, device, quick):
     max_new = task.max_tokens(digits)
     sizes = list(LADDER)
     # half A trains the teachers on ground truth, half B gets weak labels; B_val (held out of B)
-    # measures agreement with the weak labels: the only validation a w2s run may use
-    fact_a, fact_b, fact_val, fact_test = splits(seed, digits, args.half, args.val, args.problems)
-    half_a, half_b, b_val, test = ([task_problem(a, b, digits) for a, b in facts]
-                                   for facts in (fact_a, fact_b, fact_val, fact_test))
+    # measures agreement with the weak labels: the only validation a w2s run may use. Half C is
+    # labelled by an intermediate student for the bootstrapping chain S -> M -> L
+    fact_a, fact_b, fact_val, fact_test, fact_c = splits(seed, digits, args.half, args.val,
+                                                         args.problems)
+    half_a, half_b, b_val, test, half_c = ([task_problem(a, b, digits) for a, b in facts] for facts
+                                           in (fact_a, fact_b, fact_val, fact_test, fact_c))
     ft = dict(batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, progress=not quick)
     rows = []
 
@@ -377,15 +383,22 @@ def run_seed(seed, args, device, quick):
         print(f"  seed {seed} ceiling {s}: test_acc {ceiling[s]:.3f}")
 
     pairs = [(w, s) for i, w in enumerate(sizes) for s in sizes[i + 1:]]
+    chain = None  # the labels of the S -> M naive student on half C, once it is trained
     for w, s in pairs:
         lab = weak[w]
+        on_b = dict(problems=half_b, ans=lab["b_ans"], probs=lab["b_probs"], val=lab["val_ans"])
         alpha_max = 0.75 if s == sizes[-1] else 0.5  # paper: 0.75 for the largest students
         # the control trains from scratch, so it gets the pretraining learning rate and more
         # steps, to fit the weak labels of B (its fit_weak_labels row says how well it does)
-        arms = [("w2s_naive", 0.0, args.steps, args.lr, True),
-                ("w2s_conf", alpha_max, args.steps, args.lr, True),
-                ("w2s_random_init", 0.0, args.scratch_mult * args.steps, args.scratch_lr, False)]
-        for arm, alpha, steps, lr, from_ladder in arms:
+        arms = [("w2s_naive", 0.0, args.steps, args.lr, True, on_b),
+                ("w2s_conf", alpha_max, args.steps, args.lr, True, on_b),
+                ("w2s_random_init", 0.0, args.scratch_mult * args.steps, args.scratch_lr, False,
+                 on_b)]
+        if (w, s) == (sizes[0], sizes[-1]) and chain is not None:
+            # bootstrapping: the largest student learns from the middle student's labels on C
+            # (that student learned from S); PGR and copying are still measured against S
+            arms.append(("w2s_boot", 0.0, args.steps, args.lr, True, chain))
+        for arm, alpha, steps, lr, from_ladder, labels in arms:
             if from_ladder:
                 model = pretrained(s, args.ladder_seed, device, quick, progress=False)
             else:  # the control: same architecture, fresh random weights
@@ -395,12 +408,12 @@ def run_seed(seed, args, device, quick):
             def evaluate(step):
                 ans = greedy_answers(model, test, max_new)
                 acc = accuracy(task, test, ans)
-                val = agreement(greedy_answers(model, b_val, max_new), lab["val_ans"])
+                val = agreement(greedy_answers(model, b_val, max_new), labels["val"])
                 return acc, val, ans
 
             curve = train_on_weak_labels(
-                model, [p.prompt for p in half_b], lab["b_ans"], lab["b_probs"], steps,
-                args.batch_size, lr, args.warmup, alpha_max=alpha,
+                model, [p.prompt for p in labels["problems"]], labels["ans"], labels["probs"],
+                steps, args.batch_size, lr, args.warmup, alpha_max=alpha,
                 conf_start=args.conf_start, seed=seed,
                 eval_every=max(1, steps // args.evals), evaluate=evaluate,
                 desc=f"{arm} {w}->{s}", progress=not quick)
@@ -418,12 +431,19 @@ def run_seed(seed, args, device, quick):
             # and how often it is right there: knowledge no label pointed at (elicitation)
             fixes = sum(task.check(test[i], ans[i]).correct for i in wrong) / max(1, len(wrong))
             row(arm, steps, "right_on_weak_errors", fixes, weak=w, strong=s)
-            # how well it fits the labels it was trained on (B): the control should fit them too
-            fit = agreement(greedy_answers(model, half_b, max_new), lab["b_ans"])
+            # how well it fits the labels it was trained on: the control should fit them too
+            fit = agreement(greedy_answers(model, labels["problems"], max_new), labels["ans"])
             row(arm, steps, "fit_weak_labels", fit, weak=w, strong=s)
             print(f"  seed {seed} {arm} {w}->{s}: test_acc {acc:.3f} (weak {lab['acc']:.3f}, "
                   f"ceiling {ceiling[s]:.3f}); where the teacher is wrong it copies {copies:.2f}, "
-                  f"is right on {fixes:.2f}; fits {fit:.2f} of its labels on B")
+                  f"is right on {fixes:.2f}; fits {fit:.2f} of its labels")
+            if (arm, w, s) == ("w2s_naive", sizes[0], sizes[1]):
+                c_ans, c_probs = weak_labels(model, half_c, max_new)
+                chain = dict(problems=half_c, ans=c_ans, probs=c_probs,
+                             val=greedy_answers(model, b_val, max_new))
+                # how right the chain's middle labels are (S's own labels on B: label_acc)
+                row("w2s_boot", 0, "chain_label_acc", accuracy(task, half_c, c_ans),
+                    weak=sizes[0], strong=sizes[-1])
     return rows
 
 
@@ -454,11 +474,11 @@ def main():
                         help="share of training before the confidence loss starts its warm-up")
     parser.add_argument("--ladder-seed", type=int, default=0,
                         help="seed of the pretrained ladder every seed starts from")
-    parser.add_argument("--scratch-mult", type=int, default=4,
+    parser.add_argument("--scratch-mult", type=int, default=2,
                         help="the random-init control trains this many times longer")
     parser.add_argument("--scratch-lr", type=float, default=1e-3,
                         help="peak learning rate of the random-init control (the pretraining one)")
-    parser.add_argument("--half", type=int, default=1000, help="facts in each of halves A, B")
+    parser.add_argument("--half", type=int, default=1000, help="facts in each of halves A, B, C")
     parser.add_argument("--val", type=int, default=200, help="held-out weak-labelled facts")
     parser.add_argument("--problems", type=int, default=500, help="test facts")
     parser.add_argument("--batch-size", type=int, default=64, help="fine-tuning batch size")
@@ -483,8 +503,8 @@ def main():
         args.steps, args.half, args.val, args.problems = 10, 40, 20, 20
         args.batch_size, args.evals, args.warmup = 8, 2, 2
     digits = (QUICK_PRETRAIN if args.quick else PRETRAIN)["digits"]
-    if 2 * args.half + args.val + args.problems > len(table(digits)):
-        parser.error(f"--half x 2 + --val + --problems must fit in the {len(table(digits))} facts "
+    if 3 * args.half + args.val + args.problems > len(table(digits)):
+        parser.error(f"--half x 3 + --val + --problems must fit in the {len(table(digits))} facts "
                      f"of the {digits}-digit table")
 
     config = dict(ladder_seed=args.ladder_seed, ladder=QUICK_LADDER if args.quick else LADDER,
@@ -501,7 +521,7 @@ def main():
         summary = common.write_results("weak_to_strong", args.task, seeds[:i + 1], config, rows,
                                        time.time() - start, quick=args.quick)
     print(summary)
-    for arm in ("w2s_naive", "w2s_conf", "w2s_random_init"):
+    for arm in ("w2s_naive", "w2s_conf", "w2s_boot", "w2s_random_init"):
         print()
         print(pgr_matrix(rows, arm))
 

@@ -97,5 +97,5 @@ def test_ceiling_and_w2s_tables_on_hand_made_results(tmp_path):
             r("w2s_conf", "test_acc", 0.8, 0, "S", "M"), r("w2s_conf", "pgr", 0.75, 0, "S", "M")]
     write(tmp_path, "weak_to_strong", "arith", rows, {}, seeds=(0,))
     line = report.w2s_table(str(tmp_path)).splitlines()[2]
-    # weak, naive, conf, control (not run: empty), ceiling, PGR naive, PGR conf
-    assert line == "| S -> M | 0.500 | 0.700 | 0.800 |  | 0.900 | +0.500 | +0.750 |"
+    # weak, naive, conf, boot and control (not run: empty), ceiling, PGR naive, conf, boot
+    assert line == "| S -> M | 0.500 | 0.700 | 0.800 |  |  | 0.900 | +0.500 | +0.750 |  |"

@@ -99,15 +99,17 @@ def test_weak_labels_are_the_teachers_greedy_answers_and_its_distributions():
 
 
 def test_splits_are_disjoint_deterministic_and_inside_the_pretraining_table():
-    a, b, val, test = w2s.splits(0, 2, 300, 100, 200)
-    assert (len(a), len(b), len(val), len(test)) == (300, 300, 100, 200)
-    facts = [f for part in (a, b, val, test) for f in part]
+    a, b, val, test, c = w2s.splits(0, 2, 200, 100, 200)
+    assert (len(a), len(b), len(val), len(test), len(c)) == (200, 200, 100, 200, 200)
+    facts = [f for part in (a, b, val, test, c) for f in part]
     assert len(set(facts)) == len(facts)  # no fact in two parts
     assert set(facts) <= set(w2s.table(2)) and len(w2s.table(2)) == 1000
-    assert w2s.splits(0, 2, 300, 100, 200) == (a, b, val, test)
-    assert w2s.splits(1, 2, 300, 100, 200)[3] != test  # another seed, other facts
+    assert w2s.splits(0, 2, 200, 100, 200) == (a, b, val, test, c)
+    assert w2s.splits(1, 2, 200, 100, 200)[3] != test  # another seed, other facts
+    # half C comes last, so adding it left the other four sets as they were
+    assert w2s.splits(0, 2, 200, 100, 100)[:3] == (a, b, val)
     with pytest.raises(ValueError):
-        w2s.splits(0, 2, 450, 100, 100)  # 1100 facts asked of a 1000-fact table
+        w2s.splits(0, 2, 300, 100, 100)  # 1100 facts asked of a 1000-fact table
 
 
 def test_task_format_and_pretraining_format_share_every_position_but_one():
@@ -140,10 +142,13 @@ def test_quick_run_end_to_end_writes_results_and_a_pgr_matrix():
         record = json.load(f)
     rows = record["rows"]
     arms = {r["arm"] for r in rows}
-    assert arms == {"pretrained", "weak", "ceiling", "w2s_naive", "w2s_conf", "w2s_random_init"}
+    assert arms == {"pretrained", "weak", "ceiling", "w2s_naive", "w2s_conf", "w2s_random_init",
+                    "w2s_boot"}
     pairs = {(r["weak"], r["strong"]) for r in rows if r["metric"] == "agree_on_weak_errors"}
     assert pairs == {("S", "M"), ("S", "L"), ("M", "L")}
     fits = {(r["arm"], r["weak"], r["strong"]) for r in rows if r["metric"] == "fit_weak_labels"}
-    assert len(fits) == 9  # every w2s arm of every pair says how well it fits its labels
+    assert len(fits) == 10  # every w2s arm of every pair says how well it fits its labels
+    boot = {(r["weak"], r["strong"]) for r in rows if r["arm"] == "w2s_boot"}
+    assert boot == {("S", "L")}  # the chain S -> M -> L is reported as the pair S -> L
     assert all(0.0 <= r["value"] <= 1.0 for r in rows
                if r["metric"] in ("test_acc", "weak_val_acc", "fit_weak_labels"))
