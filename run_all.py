@@ -17,8 +17,9 @@ CPU) but for the numbers: a float sum split over a different number of threads r
 differently, and a fine-tuning run drifts by up to a point. With one thread, the same seed gives the
 same numbers on machines with the same torch build and CPU instruction set.
 
-On this 2-core CPU a full run took about 64 minutes: 52 for everything but weak-to-strong and 12
-for it (each measured while another one-thread job shared the CPU). A fresh clone adds about
+On this 2-core CPU a full run took about 68 minutes: 52 for everything but weak-to-strong and 16
+for it (the 52 while another one-thread job shared the CPU, the 16 alone in an hour when this
+machine ran about half as fast as usual). A fresh clone adds about
 12 minutes to train the six base models and 4 for the weak-to-strong ladder. The order puts the
 base models and their pass@k ceiling first, since every other method starts from them.
 """

@@ -106,7 +106,8 @@ def test_splits_are_disjoint_deterministic_and_inside_the_pretraining_table():
     assert set(facts) <= set(w2s.table(2)) and len(w2s.table(2)) == 1000
     assert w2s.splits(0, 2, 200, 100, 200) == (a, b, val, test, c)
     assert w2s.splits(1, 2, 200, 100, 200)[3] != test  # another seed, other facts
-    # half C comes last, so adding it left the other four sets as they were
+    # the sets are cut in order, so a later set's size never moves an earlier one (that is how
+    # half C could be added after the test set without changing A, B, val or test)
     assert w2s.splits(0, 2, 200, 100, 100)[:3] == (a, b, val)
     with pytest.raises(ValueError):
         w2s.splits(0, 2, 300, 100, 100)  # 1100 facts asked of a 1000-fact table
