@@ -19,13 +19,14 @@ import time
 
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "methods"))
+import common
+from model import GPT, GPTConfig, encode, pack
+from sample import generate
+from verify import TASKS
 
-from model import GPT, GPTConfig, encode, pack  # noqa: E402
-from sample import generate  # noqa: E402
-from sft import BASE  # noqa: E402
-import common  # noqa: E402
-from verify import TASKS  # noqa: E402
+# The model every base uses (GPTConfig's defaults: 4 layers, 4 heads, 128 wide) and the batch
+# size each task's base trains with
+BATCH = {"arith": 64, "code": 32}
 
 
 def timed(fn, repeats):
@@ -46,14 +47,12 @@ def matmul_gflops(n, repeats):
     return 2 * n ** 3 / best / 1e9
 
 
-def train_throughput(task, settings, steps):
+def train_throughput(task, cfg, batch_size, steps):
     """(tokens/s, model FLOPs/s) of finetune-style steps on the task's own batch shape."""
-    cfg = GPTConfig(n_layer=settings["n_layer"], n_head=settings["n_head"],
-                    n_embd=settings["n_embd"], block_size=settings["block_size"])
     torch.manual_seed(0)
     model = GPT(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    problems = TASKS[task].problems(settings["batch_size"], seed=0)
+    problems = TASKS[task].problems(batch_size, seed=0)
     idx, targets = pack([p.prompt for p in problems], [p.answer for p in problems])  # (B, T)
 
     def step():
@@ -83,10 +82,8 @@ def generate_recompute(model, prompts, n, max_new_tokens, temperature, seed):
     return idx
 
 
-def sample_throughput(task, settings, n_prompts, n, new_tokens, repeats):
+def sample_throughput(task, cfg, n_prompts, n, new_tokens, repeats):
     """(cached tokens/s, recompute tokens/s) for n samples of `new_tokens` per prompt."""
-    cfg = GPTConfig(n_layer=settings["n_layer"], n_head=settings["n_head"],
-                    n_embd=settings["n_embd"], block_size=settings["block_size"])
     torch.manual_seed(0)
     # An untrained model: at temperature 1 a row ends with <|endoftext|> with chance ~1/257 per
     # step, but `generate` keeps stepping until every one of the n_prompts * n rows has ended,
@@ -113,7 +110,9 @@ def main():
     parser.add_argument("-n", type=int, default=16, help="samples per prompt")
     parser.add_argument("--prompts", type=int, default=8, help="prompts per generate call")
     args = parser.parse_args()
-    common.positive(parser, new_tokens=args.new_tokens, n=args.n, prompts=args.prompts)
+    for name in ("new_tokens", "n", "prompts"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
     threads = torch.get_num_threads()
     mm_n, reps, steps = (256, 3, 2) if args.quick else (1024, 10, 10)
     if args.quick:
@@ -126,21 +125,17 @@ def main():
              "## Training (one AdamW step on a batch shaped like the task's data)\n",
              "| base | params | batch (B, T) | tokens/s | model GFLOP/s | share of matmul |",
              "|---|---|---|---|---|---|"]
+    cfg = GPTConfig(n_layer=1, n_embd=32) if args.quick else GPTConfig()
     for task in ("arith", "code"):
-        s = dict(BASE[task])
-        if args.quick:
-            s.update(n_layer=1, n_embd=32, batch_size=4)
-        tok_s, flop_s, n_params, shape = train_throughput(task, s, steps)
+        batch = 4 if args.quick else BATCH[task]
+        tok_s, flop_s, n_params, shape = train_throughput(task, cfg, batch, steps)
         lines.append(f"| {task} | {n_params / 1e6:.2f}M | {tuple(shape)} | {tok_s:,.0f} | "
                      f"{flop_s / 1e9:.1f} | {flop_s / 1e9 / gflops:.0%} |")
     lines += ["", f"## Sampling ({args.n} samples per prompt, temperature 1)\n",
               "| base | prompts x prompt length | new tokens | KV cache tokens/s | "
               "full recompute tokens/s | speed-up |", "|---|---|---|---|---|---|"]
     for task in ("arith", "code"):
-        s = dict(BASE[task])
-        if args.quick:
-            s.update(n_layer=1, n_embd=32)
-        cached, full, plen, new, n_prompts = sample_throughput(task, s, args.prompts, args.n,
+        cached, full, plen, new, n_prompts = sample_throughput(task, cfg, args.prompts, args.n,
                                                               args.new_tokens, max(1, reps // 3))
         lines.append(f"| {task} | {n_prompts} x {plen} | {new} | {cached:,.0f} | {full:,.0f} | "
                      f"{cached / full:.1f}x |")

@@ -29,8 +29,8 @@ Run:
   python figures.py --results results --out /tmp/figs
 
 In Python: `from figures import draw_all; draw_all("results", "tutorials/figures")` returns the
-list of PNG paths it wrote. Only the standard library is imported at load time; matplotlib is
-imported when drawing starts, so this file can be imported (and its helpers tested) without it.
+list of PNG paths it wrote. matplotlib is imported only when drawing starts, so this file can be
+imported (and its helpers tested) without it.
 """
 import argparse
 import json
@@ -39,6 +39,8 @@ import os
 import re
 import statistics
 import sys
+
+from common import mean_std
 
 NEED_MATPLOTLIB = "figures need matplotlib: pip install matplotlib"
 SIZE = (6, 4)   # inches, for a one-panel figure; panels of wider figures are about as large
@@ -65,9 +67,8 @@ def by_step(rows, arm, metric, **keys):
     for r in matching(rows, arm, metric, **keys):
         values.setdefault(r.get("step", 0), []).append(r["value"])
     steps = sorted(values)
-    means = [statistics.mean(values[s]) for s in steps]
-    stds = [statistics.stdev(values[s]) if len(values[s]) > 1 else 0.0 for s in steps]
-    return steps, means, stds
+    stats = [mean_std(values[s]) for s in steps]
+    return steps, [m for m, _ in stats], [s for _, s in stats]
 
 
 def final(rows, arm, metric, **keys):

@@ -14,9 +14,11 @@ methods, which sample a lot and score a lot:
   - `completion_logprobs`: log p(completion | prompt) per token, which SPIN's loss, verifiers
     and weak-to-strong's soft labels all need.
 
-`save(model, path, **meta)` / `load(path)` keep the config (and so the tokenizer's size) with
-the weights; loading anything else fails with a one-line `CheckpointError`.
+`save(model, path, **meta)` / `load(path)` keep the config (and so the tokenizer's size) and a
+checksum with the weights; loading anything else, or a corrupt file, fails with a one-line
+`CheckpointError`.
 """
+import hashlib
 import math
 import os
 from dataclasses import dataclass, asdict
@@ -66,20 +68,35 @@ class GPTConfig:
 
 class KVCache:
     """Keys and values of every layer for the tokens seen so far, preallocated to `max_len`.
-    k, v: (n_layer, B, nh, max_len, hs); `pos` = number of positions filled."""
+    k, v: (n_layer, B, nh, max_len, hs); `pos` = number of positions filled. With prompts of
+    different lengths, each row is LEFT-padded: `pad` (B,) says how many of its first positions
+    are padding, which no query may attend to and which the row's positions do not count."""
 
-    def __init__(self, config, batch_size, max_len, device, dtype):
+    def __init__(self, config, batch_size, max_len, device, dtype=torch.float32, pad=None):
         hs = config.n_embd // config.n_head
         shape = (config.n_layer, batch_size, config.n_head, max_len, hs)
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
         self.pos = 0
+        self.pad = pad  # (B,) long, or None: no row is padded
 
     def repeat(self, n):
         """Copy each row n times (prefill a prompt once, then sample n continuations)."""
         self.k = self.k.repeat_interleave(n, dim=1)
         self.v = self.v.repeat_interleave(n, dim=1)
+        if self.pad is not None:
+            self.pad = self.pad.repeat_interleave(n)
         return self
+
+    def mask(self, T):
+        """Which keys the T new queries may see: (B, 1, T, pos + T) bool. Key j is visible to
+        query i when it is not in the future (j <= i, positions counted in the cache) and not
+        padding (j >= pad); a padding query sees itself, so no row of the softmax is empty."""
+        start = self.pos
+        i = torch.arange(start, start + T, device=self.k.device).view(1, T, 1)  # (1, T, 1)
+        j = torch.arange(start + T, device=self.k.device).view(1, 1, start + T)  # (1, 1, S)
+        pad = self.pad.view(-1, 1, 1)  # (B, 1, 1)
+        return ((j <= i) & (j >= pad) | (j == i)).unsqueeze(1)  # (B, 1, T, S)
 
 
 class CausalSelfAttention(nn.Module):
@@ -108,7 +125,9 @@ class CausalSelfAttention(nn.Module):
             cache.v[layer, :, :, start:start + T] = v
             k = cache.k[layer, :, :, :start + T]  # (B, nh, start+T, hs)
             v = cache.v[layer, :, :, :start + T]
-            if T == 1:  # one new token may see every cached position
+            if cache.pad is not None:  # left-padded rows: never attend to their padding
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=cache.mask(T))
+            elif T == 1:  # one new token may see every cached position
                 y = F.scaled_dot_product_attention(q, k, v)
             else:  # prefill: query i sees keys 0..start+i
                 mask = torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(start)
@@ -182,6 +201,8 @@ class GPT(nn.Module):
         assert start + T <= self.config.block_size, \
             f"sequence of {start + T} tokens exceeds block_size {self.config.block_size}"
         pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)  # (T,)
+        if cache is not None and cache.pad is not None:  # a left-padded row counts from its text
+            pos = (pos.view(1, T) - cache.pad.view(-1, 1)).clamp(min=0)  # (B, T)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
         for i, block in enumerate(self.transformer.h):
             x = block(x, cache, i)
@@ -239,35 +260,55 @@ def completion_logprobs(model, prompts, completions):
 # Checkpoints and devices
 
 class CheckpointError(Exception):
-    """A file that is missing, not a checkpoint of this codebase, or of another shape."""
+    """A file that is missing, corrupt, not a checkpoint of this codebase, or of another shape."""
+
+
+FORMAT = "self-improve-gpt/2"
+
+
+def checksum(state_dict):
+    """sha256 of the weights' bytes, in a fixed order: a flipped byte anywhere changes it."""
+    h = hashlib.sha256()
+    for name in sorted(state_dict):
+        h.update(name.encode() + state_dict[name].detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def save(model, path, **meta):
-    """Write weights + config (+ any metadata) atomically: a crash mid-write never leaves a
-    half-written file under `path`."""
+    """Write weights + config + a checksum of the weights (+ any metadata) atomically: a crash
+    mid-write never leaves a half-written file under `path`."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp{os.getpid()}"
-    torch.save({"format": "self-improve-gpt/1", "config": asdict(model.config),
-                "state_dict": model.state_dict(), "meta": meta}, tmp)
+    state = model.state_dict()
+    torch.save({"format": FORMAT, "config": asdict(model.config), "state_dict": state,
+                "checksum": checksum(state), "meta": meta}, tmp)
     os.replace(tmp, path)
 
 
 def load(path, device="cpu"):
-    """Read a checkpoint written by `save`; returns a GPT in eval mode (its `meta` attached)."""
+    """Read a checkpoint written by `save`; returns a GPT in eval mode (its `meta` attached).
+    Anything else (no file, another format, a config that makes no model, weights that fail
+    their checksum) raises a CheckpointError with a one-line message."""
     if not os.path.isfile(path):
         raise CheckpointError(f"no checkpoint at {path}")
     try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise CheckpointError(f"{path} is not a checkpoint ({type(e).__name__})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != "self-improve-gpt/1":
-        raise CheckpointError(f"{path} is not a checkpoint of this codebase")
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a checkpoint of this codebase (format {FORMAT})")
     try:
-        model = GPT(GPTConfig(**ckpt["config"]))
+        config = GPTConfig(**ckpt["config"])
+        if config.n_embd % config.n_head or min(config.n_layer, config.n_head, config.n_embd,
+                                                config.block_size) < 1:
+            raise ValueError(f"bad config {asdict(config)}")
+        if checksum(ckpt["state_dict"]) != ckpt["checksum"]:
+            raise ValueError("its weights fail their checksum (the file is corrupt)")
+        model = GPT(config)
         model.load_state_dict(ckpt["state_dict"])
-    except (TypeError, RuntimeError, KeyError) as e:
+    except (TypeError, ValueError, RuntimeError, KeyError, AttributeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path} does not fit the model: {first}") from None
+        raise CheckpointError(f"{path} is not a usable checkpoint: {first}") from None
     model.meta = ckpt.get("meta", {})
     return model.to(device).eval()
 
@@ -287,11 +328,3 @@ def pick_device(name="auto"):
     if name == "mps" and not torch.backends.mps.is_available():
         raise ValueError("--device mps asked for, but MPS is not available")
     return name
-
-
-def autocast(device):
-    """bf16 autocast on CUDA only; CPU and MPS run in float32 (exact and reproducible)."""
-    if str(device).startswith("cuda"):
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    import contextlib
-    return contextlib.nullcontext()

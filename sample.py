@@ -15,16 +15,18 @@ Command line:
   python sample.py --task arith --prompt "123+45=" -n 4 --temperature 0.8
   python sample.py --task arith --eval          # greedy accuracy and pass@k on the test split
   python sample.py --ckpt out/some.pt --prompt "..."
+
+Without --ckpt it samples from the newest cached base model of the task in out/ (trained by
+`python methods/sft.py` or by any method on first use).
 """
 import argparse
-import os
-import sys
+import math
 from collections import Counter, defaultdict
 
 import numpy as np
 import torch
 
-from model import EOT, KVCache, autocast, decode, encode
+from model import EOT, KVCache, decode, encode
 
 
 @torch.no_grad()
@@ -60,23 +62,21 @@ def _decode(model, idx, n, max_new_tokens, temperature, top_k, gen):
     if L >= block:
         raise ValueError(f"prompt of {L} tokens does not fit block_size {block}")
     max_new_tokens = min(max_new_tokens, block - L)
-    dtype = torch.bfloat16 if idx.device.type == "cuda" else torch.float32
-    cache = KVCache(model.config, B, L + max_new_tokens, idx.device, dtype)
-    with autocast(idx.device.type):
-        logits, _ = model(idx, cache=cache)  # (B, L, vocab): prefill once per prompt
-        logits = logits[:, -1].repeat_interleave(n, dim=0)  # (B*n, vocab)
-        cache.repeat(n)  # the n samples of a prompt share its prefix
-        done = torch.zeros(B * n, dtype=torch.bool, device=idx.device)
-        steps = []
-        for t in range(max_new_tokens):
-            nxt = _pick(logits.float(), temperature, top_k, gen)  # (B*n,)
-            nxt = torch.where(done, torch.full_like(nxt, EOT), nxt)
-            steps.append(nxt)
-            done |= nxt == EOT
-            if bool(done.all()) or t == max_new_tokens - 1:
-                break
-            logits, _ = model(nxt.unsqueeze(1), cache=cache)  # (B*n, 1, vocab)
-            logits = logits[:, -1]
+    cache = KVCache(model.config, B, L + max_new_tokens, idx.device, torch.float32)
+    logits, _ = model(idx, cache=cache)  # (B, L, vocab): prefill once per prompt
+    logits = logits[:, -1].repeat_interleave(n, dim=0)  # (B*n, vocab)
+    cache.repeat(n)  # the n samples of a prompt share its prefix
+    done = torch.zeros(B * n, dtype=torch.bool, device=idx.device)
+    steps = []
+    for t in range(max_new_tokens):
+        nxt = _pick(logits.float(), temperature, top_k, gen)  # (B*n,)
+        nxt = torch.where(done, torch.full_like(nxt, EOT), nxt)
+        steps.append(nxt)
+        done |= nxt == EOT
+        if bool(done.all()) or t == max_new_tokens - 1:
+            break
+        logits, _ = model(nxt.unsqueeze(1), cache=cache)  # (B*n, 1, vocab)
+        logits = logits[:, -1]
     tokens = torch.stack(steps, dim=1).tolist()  # (B*n, steps)
     texts = []
     for row in tokens:
@@ -117,26 +117,42 @@ def majority_vote(answers):
     return next(a for a in answers if counts[a] == best)
 
 
-def evaluate(model, task, problems, n=16, temperature=0.8, top_k=None, seed=0, ks=(1, 16)):
-    """Greedy accuracy and sampled pass@k (k in ks) on `problems`. Returns a dict
-    {"greedy_acc": .., "pass@1": .., "pass@16": ..}."""
-    prompts = [p.prompt for p in problems]
-    greedy = generate(model, prompts, n=1, max_new_tokens=task.max_new_tokens, seed=seed)
-    result = {"greedy_acc": float(np.mean(
-        [task.check(p, g[0]).correct for p, g in zip(problems, greedy)]))}
-    samples = generate(model, prompts, n=n, max_new_tokens=task.max_new_tokens,
-                       temperature=temperature, top_k=top_k, seed=seed)
-    correct = [sum(task.check(p, s).correct for s in ss) for p, ss in zip(problems, samples)]
-    for k in ks:
-        result[f"pass@{k}"] = float(np.mean([pass_at_k(n, c, k) for c in correct]))
+def evaluate(model, task, problems, n=0, temperature=0.8, top_k=None, seed=0, ks=(1,)):
+    """Greedy accuracy on `problems` and, with n > 0 samples per problem at `temperature`, the
+    unbiased pass@k for every k in ks. Returns {"greedy_acc": .., "pass@1": .., ...}.
+    This is the one place greedy accuracy is computed; `greedy` gives the answers too."""
+    result = {"greedy_acc": float(np.mean(greedy(model, task, problems)[1]))}
+    if n > 0:
+        samples = generate(model, [p.prompt for p in problems], n=n,
+                           max_new_tokens=budget(task, problems), temperature=temperature,
+                           top_k=top_k, seed=seed)
+        correct = [sum(task.check(p, s).correct for s in ss) for p, ss in zip(problems, samples)]
+        for k in ks:
+            result[f"pass@{k}"] = float(np.mean([pass_at_k(n, c, k) for c in correct]))
     return result
 
 
+def greedy(model, task, problems):
+    """The model's greedy answer to each problem, and whether the oracle marks it right."""
+    outs = generate(model, [p.prompt for p in problems], n=1,
+                    max_new_tokens=budget(task, problems))
+    answers = [o[0] for o in outs]
+    return answers, [task.check(p, a).correct for p, a in zip(problems, answers)]
+
+
+def budget(task, problems):
+    """Tokens to generate for a list of problems: the budget of the hardest of them."""
+    return max(task.max_tokens(p.difficulty) for p in problems)
+
+
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ckpt", help="checkpoint to sample from (default: the task's base model)")
-    parser.add_argument("--task", default="arith", help="task whose base model to use (arith, code)")
+    import common
+    parser = common.Parser(description=__doc__.split("\n\n")[0],
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ckpt", help="checkpoint to sample from (default: the newest cached "
+                                       "base model of --task and --base_seed in out/)")
+    parser.add_argument("--task", default="arith", help="the task (arith, code)")
+    parser.add_argument("--base_seed", type=int, default=0, help="which seed's base model")
     parser.add_argument("--prompt", help="a prompt to complete (default: a few test problems)")
     parser.add_argument("-n", type=int, default=4, help="samples per prompt")
     parser.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
@@ -150,23 +166,29 @@ def main():
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     args = parser.parse_args()
 
+    from model import CheckpointError, VOCAB_SIZE, load, pick_device
     from verify import TASKS
-    from model import CheckpointError, load, pick_device
     if args.task not in TASKS:
         parser.error(f"unknown task {args.task!r}; choose from {', '.join(TASKS)}")
-    if args.n < 1 or args.k < 1 or args.problems < 1 or args.temperature < 0:
-        parser.error("-n, --k and --problems must be >= 1 and --temperature >= 0")
+    if args.n < 1 or args.k < 1 or args.problems < 1:
+        parser.error("-n, --k and --problems must be >= 1")
+    if not (math.isfinite(args.temperature) and args.temperature >= 0):
+        parser.error(f"--temperature must be a finite number >= 0, got {args.temperature}")
+    if args.top_k is not None and not 1 <= args.top_k <= VOCAB_SIZE:
+        parser.error(f"--top_k must be in 1..{VOCAB_SIZE}, got {args.top_k}")
+    if args.max_new_tokens is not None and args.max_new_tokens < 1:
+        parser.error(f"--max_new_tokens must be >= 1, got {args.max_new_tokens}")
+    if args.prompt is not None and args.prompt == "":
+        parser.error("--prompt is empty: give the model something to continue")
     task = TASKS[args.task]
+    path = args.ckpt or common.find_checkpoint(f"base-{args.task}", args.base_seed)
+    if path is None:
+        parser.error(f"no cached {args.task} base model of seed {args.base_seed} in out/; "
+                     f"train one with `python methods/sft.py --task {args.task}` or pass --ckpt")
     try:
-        device = pick_device(args.device)
-        if args.ckpt:
-            model = load(args.ckpt, device)
-        else:
-            sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "methods"))
-            from sft import base_model
-            model = base_model(args.task, device=device)
+        model = load(path, pick_device(args.device))
     except (CheckpointError, ValueError) as e:
-        sys.exit(f"error: {e}")
+        parser.error(str(e))
 
     if args.eval:
         problems = task.problems(args.problems, seed=0, split="test")
@@ -186,7 +208,7 @@ def main():
         outs = generate(model, prompts, n=args.n, max_new_tokens=max_new,
                         temperature=args.temperature, top_k=args.top_k, seed=args.seed)
     except ValueError as e:
-        sys.exit(f"error: {e}")
+        parser.error(str(e))
     for i, (prompt, samples) in enumerate(zip(prompts, outs)):
         print(prompt, end="" if prompt.endswith("\n") else "\n")
         for s in samples:

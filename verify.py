@@ -20,8 +20,8 @@ code    Programming by example in a tiny list language (DeepCoder-style). The pr
         input/output examples and the model writes a program such as "sort | add 2 | take 3".
         Steps are joined by " | " and applied left to right. Difficulty = number of steps (1-4);
         with no difficulty given, problems mix 1- and 2-step programs (CODE_DEFAULT_MIX).
-        The program is run by a small, bounded interpreter (no eval/exec: model output is never
-        run as Python) on six HIDDEN inputs; reward = share of hidden tests passed. Any program
+        The program is run by a small, bounded interpreter (dsl.py; no eval/exec: model output
+        is never run as Python) on six HIDDEN inputs; reward = share of hidden tests passed. Any program
         that behaves like the reference is correct, whatever its text. The feedback an oracle
         gives (used by Reflexion-style methods) only talks about the visible examples.
 
@@ -43,6 +43,9 @@ import re
 import sys
 import zlib
 from dataclasses import dataclass, field
+
+from dsl import (ERROR, LIST_OPS, OPS, DSLSyntaxError, fmt, format_step, parse_program,
+                 run_or_error)
 
 # The difficulty each task uses when none is given. Tuned so the base model has room to improve
 # (see DESIGN.md: 20-80% greedy accuracy on the test split).
@@ -155,6 +158,16 @@ class Task:
         """The self-check a model could run WITHOUT the oracle. Never raises."""
         raise NotImplementedError
 
+    def feedback(self, problem, completion):
+        """What the oracle tells the model about a completion, in the words a retry prompt
+        carries (Reflexion). Never raises."""
+        return self.check(problem, completion).feedback
+
+    def retry_prompt(self, prompt, previous, feedback):
+        """The prompt of another try: the problem, the previous answer, what was said about it
+        (or "?" when nothing was), and the cue to answer again."""
+        raise NotImplementedError
+
     # subclasses
     def sample(self, rng, difficulty):
         raise NotImplementedError
@@ -207,6 +220,16 @@ class ArithTask(Task):
                 return Verdict(False, reward, f"digit {i} is wrong")
         return Verdict(False, reward, "too short" if len(completion) < len(answer) else "too long")
 
+    def feedback(self, problem, completion):
+        """The oracle's verdict, compact enough for the arith models' 32 positions:
+        "digit 2 is wrong" -> "d2"."""
+        return self.check(problem, completion).feedback.replace("digit ", "d").replace(
+            " is wrong", "")
+
+    def retry_prompt(self, prompt, previous, feedback):
+        """"123+45=" + "861" + ";" + "d2" + "=": the answer comes after the last "="."""
+        return f"{prompt}{previous};{feedback}="
+
     def visible_pass(self, problem, completion):
         """arith shows no worked examples, so the only thing a model can check on its own is
         the format: True iff the completion is a well-formed number. (It says nothing about
@@ -215,156 +238,6 @@ class ArithTask(Task):
             return len(completion) <= MAX_COMPLETION_CHARS and bool(_DIGITS.fullmatch(completion))
         except Exception:  # noqa: BLE001
             return False
-
-
-# -----------------------------------------------------------------------------
-# code: the list language and its interpreter
-#
-# A program is steps joined by "|". Each step maps a list to a list, except the last, which may
-# map a list to an int. Values are lists of ints. The interpreter below is ordinary Python over
-# a parsed list of (name, argument) pairs: the model's text is only ever matched against a
-# grammar, never executed.
-
-MAX_STEPS = 8          # longer programs are a syntax error
-MAX_LEN = 64           # a longer list is a runtime error
-MAX_INT = 10 ** 6      # a bigger |int| is a runtime error (so mul 999 | mul 999 ... stays small)
-
-
-class DSLError(Exception):
-    """Any failure of a program. Internal to the interpreter: check() catches it."""
-
-
-class DSLSyntaxError(DSLError):
-    def __init__(self, step):
-        super().__init__(step)
-        self.step = step  # the offending piece of text
-
-
-class DSLRuntimeError(DSLError):
-    pass
-
-
-def _uniq(xs):
-    seen, out = set(), []
-    for x in xs:
-        if x not in seen:
-            seen.add(x)
-            out.append(x)
-    return out
-
-
-def _cumsum(xs):
-    out, total = [], 0
-    for x in xs:
-        total += x
-        out.append(total)
-    return out
-
-
-def _nonempty(f):
-    def g(xs):
-        if not xs:
-            raise DSLRuntimeError("empty list")
-        return f(xs)
-    return g
-
-
-def _count(k):
-    if k < 0:  # the grammar already forbids it; keep the interpreter safe on its own too
-        raise DSLRuntimeError("negative count")
-    return k
-
-
-# name -> function(list, k). k is None for steps without an argument.
-LIST_OPS = {
-    "sort":   lambda xs, k: sorted(xs),
-    "rev":    lambda xs, k: xs[::-1],
-    "add":    lambda xs, k: [x + k for x in xs],
-    "mul":    lambda xs, k: [x * k for x in xs],
-    "evens":  lambda xs, k: [x for x in xs if x % 2 == 0],
-    "odds":   lambda xs, k: [x for x in xs if x % 2 == 1],
-    "take":   lambda xs, k: xs[:_count(k)],
-    "drop":   lambda xs, k: xs[_count(k):],
-    "uniq":   lambda xs, k: _uniq(xs),
-    "cumsum": lambda xs, k: _cumsum(xs),
-}
-INT_OPS = {  # list -> int; only allowed as the last step
-    "sum": lambda xs, k: sum(xs),
-    "max": lambda xs, k: _nonempty(max)(xs),
-    "min": lambda xs, k: _nonempty(min)(xs),
-    "len": lambda xs, k: len(xs),
-}
-OPS = {**LIST_OPS, **INT_OPS}
-
-# The grammar of one step. [0-9] rather than \d: \d would also accept non-ASCII digits.
-_BARE_STEP = re.compile(r"sort|rev|evens|odds|uniq|cumsum|sum|max|min|len")
-_ADD_MUL_STEP = re.compile(r"(add|mul) (-?[0-9]{1,3})")
-_TAKE_DROP_STEP = re.compile(r"(take|drop) ([0-9]{1,3})")
-
-
-def parse_program(text):
-    """Program text -> list of (name, k) steps. Raises DSLSyntaxError."""
-    # maxsplit keeps the work bounded even for a string made of pipes
-    pieces = text.split("|", MAX_STEPS)
-    if len(pieces) > MAX_STEPS:
-        raise DSLSyntaxError(f"more than {MAX_STEPS} steps")
-    steps = []
-    for i, piece in enumerate(pieces):
-        s = piece.strip()
-        if i > 0 and steps[-1][0] in INT_OPS:
-            raise DSLSyntaxError(s)  # this step would receive a number, not a list
-        if _BARE_STEP.fullmatch(s):
-            steps.append((s, None))
-        elif m := (_ADD_MUL_STEP.fullmatch(s) or _TAKE_DROP_STEP.fullmatch(s)):
-            steps.append((m.group(1), int(m.group(2))))
-        else:
-            raise DSLSyntaxError(s)
-    return steps
-
-
-def _check_bounds(value):
-    if isinstance(value, int):
-        if abs(value) > MAX_INT:
-            raise DSLRuntimeError("integer too large")
-        return
-    if len(value) > MAX_LEN:
-        raise DSLRuntimeError("list too long")
-    if any(abs(x) > MAX_INT for x in value):
-        raise DSLRuntimeError("integer too large")
-
-
-def run_program(steps, xs):
-    """Apply parsed steps to an input list. Raises DSLRuntimeError.
-    Bounds are checked after every step, so the cost is O(steps * MAX_LEN)."""
-    value = list(xs)
-    _check_bounds(value)
-    for name, k in steps:
-        if isinstance(value, int):
-            raise DSLRuntimeError(f"{name} needs a list")
-        value = OPS[name](value, k)
-        _check_bounds(value)
-    return value
-
-
-ERROR = "error"  # what a failed run "outputs"; never equal to a list or an int
-
-
-def run_or_error(steps, xs):
-    try:
-        return run_program(steps, xs)
-    except DSLError:
-        return ERROR
-
-
-def fmt(value):
-    """Values as they appear in prompts and feedback: 7, [1,2,3] (no spaces: chars are tokens)."""
-    if isinstance(value, list):
-        return "[" + ",".join(str(x) for x in value) + "]"
-    return str(value)
-
-
-def format_step(name, k):
-    return name if k is None else f"{name} {k}"
 
 
 # -----------------------------------------------------------------------------
@@ -455,27 +328,19 @@ class CodeTask(Task):
         return Verdict(passed == len(problem.tests), reward,
                        self._visible_feedback(problem.examples, steps))
 
-    def feedback(self, problem, completion):
-        """The oracle's words about a completion. Uses ONLY problem.examples (the visible
-        examples already in the prompt): telling the model about hidden tests would leak them.
-        check() returns exactly this string for any completion it can parse."""
-        try:
-            if len(completion) > MAX_COMPLETION_CHARS:
-                return "too long"
-            steps = parse_program(completion)
-        except DSLSyntaxError as e:
-            return f"syntax error: {e.step[:20]}"
-        except Exception as e:  # noqa: BLE001
-            return f"error: {type(e).__name__}"
-        return self._visible_feedback(problem.examples, steps)
-
     @staticmethod
     def _visible_feedback(examples, steps):
+        """The oracle's words (Verdict.feedback, Task.feedback): about the VISIBLE examples
+        only, which are already in the prompt; a word about a hidden test would leak it."""
         for i, (xs, want) in enumerate(examples, start=1):
             got = run_or_error(steps, xs)
             if got != want:
                 return f"example {i}: got {fmt(got)} expected {fmt(want)}"
         return "passes the examples"
+
+    def retry_prompt(self, prompt, previous, feedback):
+        """The examples, the last program, the feedback on its own line, and "prog: " again."""
+        return f"{prompt}{previous}\n{feedback}\nprog: "
 
     def visible_pass(self, problem, completion):
         """True iff the program reproduces every visible example. This is the check a
@@ -490,13 +355,6 @@ class CodeTask(Task):
 
 
 TASKS = {"arith": ArithTask(), "code": CodeTask()}
-
-
-def check(task_name, problem, completion):
-    """Convenience: TASKS[task_name].check(problem, completion)."""
-    if task_name not in TASKS:
-        raise ValueError(f"unknown task {task_name!r}; expected one of {sorted(TASKS)}")
-    return TASKS[task_name].check(problem, completion)
 
 
 # -----------------------------------------------------------------------------

@@ -22,60 +22,55 @@ improve that every self-improvement method is trying to turn into first-try accu
 """
 import os
 import sys
-import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-import common  # noqa: E402
-from sample import generate, pass_at_k  # noqa: E402
-from sft import base_model  # noqa: E402
-from verify import TASKS  # noqa: E402
+import common
+from sample import generate, greedy, pass_at_k
+from sft import base_model
 
+FLAGS = dict(
+    problems=(500, "test problems"),
+    samples=(64, "n: samples per problem (>= max k)"),
+    temperature=(0.8, "sampling temperature"),
+)
+QUICK = dict(problems=12, samples=8)
 KS = (1, 2, 4, 5, 6, 8, 16, 32, 64)
 PREFIXES = (300, 500)  # the test-set sizes the methods use; reflexion and rest use the first 300
 
 
-def main():
-    parser = common.parser_for(__doc__, default_task="arith")
-    parser.add_argument("--problems", type=int, default=500, help="test problems")
-    parser.add_argument("--samples", type=int, default=64, help="n: samples per problem (>= max k)")
-    parser.add_argument("--temperature", type=float, default=0.8, help="sampling temperature")
-    args = parser.parse_args()
-    seeds, device = common.check_args(parser, args)
-    common.positive(parser, problems=args.problems, samples=args.samples,
-                    temperature=args.temperature)
-    if args.quick:
-        args.problems, args.samples = 12, 8
-    ks = [k for k in KS if k <= args.samples]
-    prefixes = sorted({min(p, args.problems) for p in PREFIXES} | {args.problems})
+def curve_points(problems, samples):
+    """The k's of pass@k that n = `samples` allow, and the test-set prefixes to report (the
+    last is the whole test set)."""
+    return ([k for k in KS if k <= samples],
+            sorted({min(p, problems) for p in PREFIXES} | {problems}))
 
-    task = TASKS[args.task]
-    problems = task.problems(args.problems, seed=0, split="test")
-    prompts = [p.prompt for p in problems]
-    config = dict(problems=args.problems, samples=args.samples, temperature=args.temperature,
-                  ks=ks, prefixes=prefixes)
-    rows, start = [], time.time()
-    for i, seed in enumerate(seeds):
-        model = base_model(args.task, seed=seed, device=device, quick=args.quick)
-        greedy = generate(model, prompts, n=1, max_new_tokens=task.max_new_tokens, seed=seed)
-        right = np.array([task.check(p, g[0]).correct for p, g in zip(problems, greedy)])
-        samples = generate(model, prompts, n=args.samples, max_new_tokens=task.max_new_tokens,
-                           temperature=args.temperature, seed=seed)
-        # correct[j] = how many of problem j's n samples are right
-        correct = [sum(task.check(p, s).correct for s in ss) for p, ss in zip(problems, samples)]
-        for n_test in prefixes:
-            curve = {"greedy_acc": right[:n_test].mean()}
-            curve.update({f"pass@{k}": np.mean([pass_at_k(args.samples, c, k)
-                                                for c in correct[:n_test]]) for k in ks})
-            rows += [dict(arm="base", n_test=n_test, step=0, metric=m, value=round(float(v), 4),
-                          seed=seed) for m, v in curve.items()]
-        # the last prefix is the whole test set
-        print(f"seed {seed}: " + "  ".join(f"{m} {v:.3f}" for m, v in curve.items()))
-        table = common.write_results("ceiling", args.task, seeds[:i + 1], config, rows,
-                                     time.time() - start, quick=args.quick)
-    print(table)
+
+def run_seed(seed, task, device, quick, problems, samples, temperature, ks, prefixes):
+    """Greedy accuracy and pass@k of one seed's base model, on every prefix of the test set."""
+    model = base_model(task, seed=seed, device=device, quick=quick)
+    test = task.problems(problems, seed=0, split="test")
+    right = greedy(model, task, test)[1]
+    drawn = generate(model, [p.prompt for p in test], n=samples, max_new_tokens=task.max_new_tokens,
+                     temperature=temperature, seed=seed)
+    # correct[j] = how many of problem j's n samples are right
+    correct = [sum(task.check(p, s).correct for s in ss) for p, ss in zip(test, drawn)]
+    rows = []
+    for n_test in prefixes:
+        curve = {"greedy_acc": np.mean(right[:n_test]),
+                 **{f"pass@{k}": np.mean([pass_at_k(samples, c, k) for c in correct[:n_test]])
+                    for k in ks}}
+        rows += common.rows_of("base", 0, curve, n_test=n_test)
+    common.show(f"seed {seed}", curve)  # the last prefix: the whole test set
+    return rows
+
+
+def main():
+    args = common.parse_args(__doc__, FLAGS, QUICK, default_task="arith")
+    ks, prefixes = curve_points(args.problems, args.samples)
+    common.run_seeds("ceiling", args, run_seed, FLAGS, derived=dict(ks=ks, prefixes=prefixes))
 
 
 if __name__ == "__main__":

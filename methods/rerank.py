@@ -22,8 +22,8 @@ one token: "C" (correct) or "I" (incorrect). Its score is the paper's S_cls:
     S(x, y) = p("C") / (p("C") + p("I")) = sigmoid(z),   z = logit_C - logit_I
 
 It starts from the generator's own weights (the base model), not from scratch: it already
-computes the arithmetic it has to check. It is trained with the paper's margin loss on a right
-sample y+ and a wrong sample y- of the SAME training problem x:
+computes the arithmetic it has to check. It is trained (methods/sft.py's one training loop) with
+the paper's margin loss on a right sample y+ and a wrong sample y- of the SAME training problem x:
 
     L_margin = max(0, log S(x, y-) - log S(x, y+) + lambda)                       (lambda = 1)
 
@@ -52,7 +52,7 @@ solutions, so the verifier judges a final answer only; 16 samples per training p
 of 64 (more problems instead); no multi-task sequential fine-tuning of the generator afterwards.
 
 Run:
-  python methods/rerank.py                       # arith, seed 0, about 3 minutes on a laptop CPU
+  python methods/rerank.py                       # arith, seed 0: a few minutes on a CPU
   python methods/rerank.py --seeds 0,1,2         # what results/rerank-arith.* were written by
   python methods/rerank.py --task code
   python methods/rerank.py --quick               # tiny budget, same code path (for tests)
@@ -62,24 +62,57 @@ left for a verifier to close. Whether it closes any (rr_*, weighted above maj) i
 measures; the `auc_within` column (how well a verifier orders the samples of one problem) says
 why. tutorials/07_rerank.md reports what happened, with bootstrap intervals.
 """
+import copy
 import os
 import sys
-import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from tqdm import tqdm  # noqa: E402
+import numpy as np
+import torch
+from torch.nn import functional as F
+from tqdm import tqdm
 
-import common  # noqa: E402
-from model import EOT, GPT, GPTConfig, autocast, encode  # noqa: E402
-from sample import generate, majority_vote, pass_at_k  # noqa: E402
-from sft import adamw, base_model, lr_at  # noqa: E402
-from verify import TASKS  # noqa: E402
+import common
+from model import EOT, GPT, GPTConfig, encode
+from sample import generate, majority_vote, pass_at_k
+from sft import base_model, train
+
+FLAGS = dict(
+    problems=(500, "test problems"),
+    samples=(64, "N_max: samples per test problem"),
+    ns=("1,4,16,64", "the N of maj@N, rr@N, pass@N; each must divide --samples"),
+    temperature=(0.8, "sampling temperature"),
+    train_problems=(2000, "training problems the verifiers' samples come from"),
+    train_samples=(16, "generator samples per training problem (labelled by the oracle)"),
+    verifier_steps=(600, "verifier training steps"),
+    batch_size=(64, "verifier batch size"),
+    lr=(3e-4, "verifier peak learning rate"),
+    warmup=(50, "learning-rate warm-up steps", 0),
+    with_reference=(False, "add each training problem's reference answer as one more right "
+                           "sample (on with --quick, whose tiny base is never right)"),
+    margin=(1.0, "lambda of the margin loss, in nats of log S"),
+    small_layers=(1, "small verifier: layers"),
+    small_embd=(64, "small verifier: width (even: it has 2 heads)"),
+    small_lr=(1e-3, "small verifier peak learning rate (it starts from scratch)"),
+)
+QUICK = dict(problems=12, samples=8, ns="1,4,8", train_problems=20, train_samples=4,
+             verifier_steps=10, warmup=2, with_reference=True)
 
 YES, NO = encode("C")[0], encode("I")[0]  # the verifier's two label tokens
 TOP_KS = (2, 4, 8)  # RR.Top-K: re-rank within the K biggest answer clusters
+# The verifiers, in training order: the main one (margin loss, from the generator's weights),
+# the same with cross-entropy, and the small one (margin loss, from scratch). `prefix` starts
+# the names of the arms that use its scores; the two ablations get RR.Top-4 only.
+VERIFIERS = {
+    "verifier": dict(prefix="", top_ks=TOP_KS),
+    "xent_verifier": dict(prefix="xent_", top_ks=(4,)),
+    "small_verifier": dict(prefix="small_", top_ks=(4,)),
+}
+ARMS = ("pass@1", "maj",
+        *[v["prefix"] + arm for v in VERIFIERS.values()
+          for arm in ("rr_all", *[f"rr_top{k}" for k in v["top_ks"]], "weighted")],
+        "pass@N")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -104,13 +137,8 @@ def pick_majority(answers):
 
 def pick_rerank(answers, scores, keep=None):
     """The highest-scored sample (first on ties); with `keep`, only among answers in `keep`."""
-    best = None
-    for i, (a, s) in enumerate(zip(answers, scores)):
-        if keep is not None and a not in keep:
-            continue
-        if best is None or s > scores[best]:
-            best = i
-    return best
+    candidates = [i for i, a in enumerate(answers) if keep is None or a in keep]
+    return max(candidates, key=lambda i: scores[i])  # max returns the first of equal maxima
 
 
 def pick_weighted(answers, scores):
@@ -122,18 +150,14 @@ def pick_weighted(answers, scores):
     return next(i for i, a in enumerate(answers) if total[a] == best)
 
 
-# The verifiers whose scores an arm can use, by arm-name prefix: the main verifier (margin loss),
-# the same verifier trained with cross-entropy, and the small one (margin loss, from scratch).
-VERIFIERS = {"": "verifier", "xent_": "xent_verifier", "small_": "small_verifier"}
-
-
 def arm_picks(answers, scores):
-    """{arm: chosen index} for one group of N samples; `scores` maps a VERIFIERS prefix to the
-    samples' scores. The main verifier gets every top-K; the two ablations get K = 4 only."""
+    """{arm: chosen index} for one group of N samples; `scores` maps a name of VERIFIERS to the
+    samples' scores under that verifier."""
     picks = {"maj": pick_majority(answers)}
-    for prefix, sc in scores.items():
+    for name, sc in scores.items():
+        prefix = VERIFIERS[name]["prefix"]
         picks[prefix + "rr_all"] = pick_rerank(answers, sc)
-        for k in (TOP_KS if prefix == "" else (4,)):
+        for k in VERIFIERS[name]["top_ks"]:
             picks[f"{prefix}rr_top{k}"] = pick_rerank(answers, sc, keep=top_clusters(answers, k))
         picks[prefix + "weighted"] = pick_weighted(answers, sc)
     return picks
@@ -146,8 +170,7 @@ def per_problem_accuracy(answers, correct, scores, n):
     hits = {}
     for g in range(n_max // n):
         sl = slice(g * n, (g + 1) * n)
-        group_scores = {prefix: sc[sl] for prefix, sc in scores.items()}
-        for arm, i in arm_picks(answers[sl], group_scores).items():
+        for arm, i in arm_picks(answers[sl], {name: sc[sl] for name, sc in scores.items()}).items():
             hits[arm] = hits.get(arm, 0) + int(correct[sl][i])
     acc = {arm: h / (n_max // n) for arm, h in hits.items()}
     c = int(sum(correct))
@@ -188,29 +211,18 @@ def auc_within(scores, correct):
 # ---------------------------------------------------------------------------------------------
 # The verifier: "prompt completion <|endoftext|>" -> p("C") vs p("I") at the last position
 
-def verifier_batch(prompts, completions, block_size):
-    """Right-padded token ids (B, T) and the index of each row's last token (B,)."""
-    rows = []
-    for p, c in zip(prompts, completions):
-        ids = (encode(p) + encode(c))[:block_size - 1] + [EOT]  # over-long samples are cut
-        rows.append(ids)
-    T = max(len(r) for r in rows)
-    idx = torch.full((len(rows), T), EOT, dtype=torch.long)
-    for i, r in enumerate(rows):
-        idx[i, :len(r)] = torch.tensor(r)
-    last = torch.tensor([len(r) - 1 for r in rows])
-    return idx, last
-
-
 def verifier_logit(model, prompts, completions):
-    """z = logit("C") - logit("I") after each (prompt, completion): (B,), with autograd.
-    sigmoid(z) = p(C) / (p(C) + p(I)) is the verifier's score."""
+    """z = logit("C") - logit("I") at the end of each "prompt completion <|endoftext|>": (B,),
+    with autograd. sigmoid(z) = p(C) / (p(C) + p(I)) is the verifier's score."""
     device = next(model.parameters()).device
-    idx, last = verifier_batch(prompts, completions, model.config.block_size)
-    idx, last = idx.to(device), last.to(device)
-    with autocast(device):
-        logits, _ = model(idx)  # (B, T, vocab)
-    at_end = logits[torch.arange(len(last), device=device), last].float()  # (B, vocab)
+    rows = [(encode(p) + encode(c))[:model.config.block_size - 1] + [EOT]  # over-long: cut
+            for p, c in zip(prompts, completions)]
+    idx = torch.full((len(rows), max(len(r) for r in rows)), EOT, dtype=torch.long)  # (B, T)
+    for i, r in enumerate(rows):  # right-padded
+        idx[i, :len(r)] = torch.tensor(r)
+    last = torch.tensor([len(r) - 1 for r in rows], device=device)  # (B,): each row's last token
+    logits, _ = model(idx.to(device))  # (B, T, vocab)
+    at_end = logits[torch.arange(len(rows), device=device), last].float()  # (B, vocab)
     return at_end[:, YES] - at_end[:, NO]  # (B,)
 
 
@@ -223,15 +235,17 @@ def margin_groups(examples):
     return [(p, r, w) for p, (r, w) in by_prompt.items() if r and w]
 
 
-def verifier_loss(model, examples, groups, loss, batch_size, rng, margin=1.0):
-    """One batch's loss. `xent`: binary cross-entropy on the C/I token of single samples.
-    `margin`: max(0, log S(wrong) - log S(right) + margin) on a right and a wrong sample of the
-    same problem, so only the ANSWER, never the problem, can tell them apart."""
-    if loss == "xent":
-        batch = [examples[i] for i in torch.randint(len(examples), (batch_size,), generator=rng)]
-        z = verifier_logit(model, [b[0] for b in batch], [b[1] for b in batch])  # (B,)
-        labels = torch.tensor([float(b[2]) for b in batch], device=z.device)  # (B,)
-        return torch.nn.functional.binary_cross_entropy_with_logits(z, labels)
+def xent_loss(model, examples, batch_size, rng):
+    """Binary cross-entropy on the C/I token of single (prompt, completion, correct?) samples."""
+    batch = [examples[i] for i in torch.randint(len(examples), (batch_size,), generator=rng)]
+    z = verifier_logit(model, [b[0] for b in batch], [b[1] for b in batch])  # (B,)
+    labels = torch.tensor([float(b[2]) for b in batch], device=z.device)  # (B,)
+    return F.binary_cross_entropy_with_logits(z, labels)
+
+
+def margin_loss(model, groups, batch_size, rng, margin=1.0):
+    """max(0, log S(wrong) - log S(right) + margin) on a right and a wrong sample of the same
+    problem (a margin_groups entry), so only the ANSWER, never the problem, can tell them apart."""
     prompts, rights, wrongs = [], [], []
     for g in torch.randint(len(groups), (batch_size,), generator=rng).tolist():
         prompt, right, wrong = groups[g]
@@ -239,37 +253,24 @@ def verifier_loss(model, examples, groups, loss, batch_size, rng, margin=1.0):
         rights.append(right[torch.randint(len(right), (1,), generator=rng).item()])
         wrongs.append(wrong[torch.randint(len(wrong), (1,), generator=rng).item()])
     z = verifier_logit(model, prompts + prompts, rights + wrongs)  # (2B,): rights, then wrongs
-    log_s = torch.nn.functional.logsigmoid(z)  # log S = log p(C) / (p(C) + p(I))
+    log_s = F.logsigmoid(z)  # log S = log p(C) / (p(C) + p(I))
     return torch.relu(log_s[batch_size:] - log_s[:batch_size] + margin).mean()
 
 
 def train_verifier(model, examples, steps, batch_size, lr, warmup, loss="margin", margin=1.0,
-                   weight_decay=0.1, seed=0, desc="verifier", progress=True):
-    """Train `model` to score (prompt, completion, correct?) examples with the `loss` of
-    verifier_loss; batches drawn with replacement by a seeded generator. Returns the losses."""
+                   seed=0, desc="verifier", progress=True):
+    """Train `model` to score (prompt, completion, correct?) examples with the "margin" or the
+    "xent" loss: the repo's one training loop (sft.train), batches drawn with replacement by its
+    seeded generator. Returns the loss of every step."""
     groups = margin_groups(examples)
-    if not examples or (loss == "margin" and not groups):
+    data, batch_loss = {
+        "xent": (examples, lambda rng: xent_loss(model, examples, batch_size, rng)),
+        "margin": (groups, lambda rng: margin_loss(model, groups, batch_size, rng, margin)),
+    }[loss]
+    if not data:
         raise ValueError(f"no training data for the {loss} loss (the margin loss needs a problem "
                          "with both a right and a wrong sample)")
-    device = next(model.parameters()).device
-    opt = adamw(model, lr, weight_decay)
-    rng = torch.Generator().manual_seed(seed)
-    model.train()
-    losses = []
-    bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False, mininterval=1.0)
-    for step in bar:
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, steps, lr, warmup)
-        value = verifier_loss(model, examples, groups, loss, batch_size, rng, margin)
-        opt.zero_grad(set_to_none=True)
-        value.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        losses.append(value.item())
-        if step % 50 == 0:
-            bar.set_postfix(loss=f"{value.item():.3f}")
-    model.eval()
-    return losses
+    return train(model, batch_loss, steps, lr, warmup, seed=seed, desc=desc, progress=progress)
 
 
 @torch.no_grad()
@@ -299,138 +300,92 @@ def sample_and_label(model, task, problems, n, temperature, seed):
     return samples, correct
 
 
-def run_seed(args, task, test_problems, seed, device):
-    """Sample, train the three verifiers, score, and compute every arm. Returns tidy rows."""
-    t0 = time.time()
-    gen = base_model(args.task, seed=seed, device=device, quick=args.quick)
-    common.seed_everything(seed)
+def sizes(ns, samples):
+    """--ns '1,4,16,64' -> [1, 4, 16, 64]; every N must divide the N_max = `samples`."""
+    try:
+        out = sorted({int(x) for x in ns.split(",") if x.strip()})
+    except ValueError:
+        common.fail(f"--ns must be comma-separated integers, got {ns!r}")
+    if not out or any(n < 1 or samples % n for n in out):
+        common.fail(f"every N in --ns must be >= 1 and divide --samples {samples}, got {ns!r}")
+    return out
+
+
+def run_seed(seed, task, device, quick, problems, samples, ns, temperature, train_problems,
+             train_samples, verifier_steps, batch_size, lr, warmup, with_reference, margin,
+             small_layers, small_embd, small_lr):
+    """Sample, train the three verifiers, score, and compute every arm at every N."""
+    gen = base_model(task, seed=seed, device=device, quick=quick)
+    test = task.problems(problems, seed=0, split="test")
 
     # 1. the verifiers' training data: the generator's own samples of TRAINING problems
-    train_problems = task.problems(args.train_problems, seed=1000 + seed, split="train")
-    tr_samples, tr_correct = sample_and_label(gen, task, train_problems, args.train_samples,
-                                              args.temperature, seed + 1)
-    examples = [(p.prompt, s, c) for p, ss, cs in zip(train_problems, tr_samples, tr_correct)
+    train_set = task.problems(train_problems, seed=1000 + seed, split="train")
+    tr_samples, tr_correct = sample_and_label(gen, task, train_set, train_samples, temperature,
+                                              seed + 1)
+    examples = [(p.prompt, s, c) for p, ss, cs in zip(train_set, tr_samples, tr_correct)
                 for s, c in zip(ss, cs)]
-    if args.with_reference:  # off by default (the paper uses the generator's samples only)
-        examples += [(p.prompt, p.answer, True) for p in train_problems]
-    share = float(np.mean([e[2] for e in examples]))
+    if with_reference:  # off by default (the paper uses the generator's samples only)
+        examples += [(p.prompt, p.answer, True) for p in train_set]
+    print(f"seed {seed}: {len(examples)} verifier examples "
+          f"({np.mean([e[2] for e in examples]):.0%} correct, {len(margin_groups(examples))} "
+          f"problems with right and wrong samples)", flush=True)
 
     # 2. the test samples: N_max per test problem
-    samples, correct = sample_and_label(gen, task, test_problems, args.samples,
-                                        args.temperature, seed)
-    t_sample = time.time() - t0
+    test_samples, correct = sample_and_label(gen, task, test, samples, temperature, seed)
 
-    # 3. verifier = the generator's weights, fine-tuned to score C vs I; the main one with the
-    # margin loss, an ablation with cross-entropy; and a small one from scratch (margin loss)
-    verifiers = {}
-    for name, loss in (("verifier", "margin"), ("xent_verifier", "xent")):
-        v = GPT(gen.config).to(device)
-        v.load_state_dict(gen.state_dict())
-        verifiers[name] = (v, train_verifier(v, examples, args.verifier_steps, args.batch_size,
-                                             args.lr, args.warmup, loss=loss, margin=args.margin,
-                                             seed=seed, desc=f"{name} seed {seed}"))
-    torch.manual_seed(seed)
-    small = GPT(GPTConfig(n_layer=args.small_layers, n_head=2, n_embd=args.small_embd,
-                          block_size=gen.config.block_size)).to(device)
-    verifiers["small_verifier"] = (small, train_verifier(
-        small, examples, args.verifier_steps, args.batch_size, args.small_lr, args.warmup,
-        loss="margin", margin=args.margin, seed=seed, desc=f"small_verifier seed {seed}"))
+    # 3. the verifiers: each from its starting weights, with its loss and learning rate
+    def trained(name, model, loss, rate):
+        return model, train_verifier(model, examples, verifier_steps, batch_size, rate, warmup,
+                                     loss, margin, seed=seed, desc=f"{name} seed {seed}")
 
-    # 4. score every test sample with every verifier: scores[prefix][problem][sample]
-    pairs = [(p.prompt, s) for p, ss in zip(test_problems, samples) for s in ss]
+    def small():  # from scratch, its initial weights drawn from the seed
+        torch.manual_seed(seed)
+        return GPT(GPTConfig(n_layer=small_layers, n_head=2, n_embd=small_embd,
+                             block_size=gen.config.block_size)).to(device)
+
+    make = {"verifier": lambda: trained("verifier", copy.deepcopy(gen), "margin", lr),
+            "xent_verifier": lambda: trained("xent_verifier", copy.deepcopy(gen), "xent", lr),
+            "small_verifier": lambda: trained("small_verifier", small(), "margin", small_lr)}
+    models, losses = {}, {}
+    for name in VERIFIERS:
+        models[name], losses[name] = make[name]()
+
+    # 4. score every test sample with every verifier: scores[name][problem][sample]
+    pairs = [(p.prompt, s) for p, ss in zip(test, test_samples) for s in ss]
     scores = {}
-    for prefix, name in VERIFIERS.items():
-        table = verifier_scores(verifiers[name][0], pairs)
-        scores[prefix] = [[table[(p.prompt, s)] for s in ss] for p, ss in zip(test_problems, samples)]
+    for name, model in models.items():
+        table = verifier_scores(model, pairs)
+        scores[name] = [[table[(p.prompt, s)] for s in ss] for p, ss in zip(test, test_samples)]
 
     # 5. every arm at every N, with a bootstrap interval over problems
     rows = []
-    for n in args.ns:
-        per_problem = [per_problem_accuracy(samples[j], correct[j],
-                                            {k: sc[j] for k, sc in scores.items()}, n)
-                       for j in range(len(test_problems))]
+    for n in sizes(ns, samples):
+        per_problem = [per_problem_accuracy(test_samples[j], correct[j],
+                                            {name: sc[j] for name, sc in scores.items()}, n)
+                       for j in range(len(test))]
         for arm in ARMS:
             values = [acc[arm] for acc in per_problem]
             lo, hi = bootstrap_ci(values, seed=seed)
-            for metric, value in (("test_acc", float(np.mean(values))), ("ci_lo", lo), ("ci_hi", hi)):
-                rows.append(dict(arm=arm, step=n, metric=metric, value=round(value, 4), seed=seed))
+            rows += common.rows_of(arm, n, dict(test_acc=np.mean(values), ci_lo=lo, ci_hi=hi))
     # how well each verifier separates right from wrong: pooled over all test samples, and
-    # within problems (what re-ranking needs)
+    # within problems (what re-ranking needs); left out where undefined (all right, or all wrong)
     flat_labels = [c for cs in correct for c in cs]
-    for prefix, name in VERIFIERS.items():
-        flat = [s for ss in scores[prefix] for s in ss]
-        for metric, value in (("auc", auc(flat, flat_labels)),
-                              ("auc_within", auc_within(scores[prefix], correct)),
-                              ("train_loss", float(np.mean(verifiers[name][1][-20:])))):
-            if not np.isnan(value):  # undefined if every test sample is right (or wrong)
-                rows.append(dict(arm=name, step=0, metric=metric, value=round(value, 4), seed=seed))
-    print(f"seed {seed}: {len(examples)} verifier examples ({share:.0%} correct, "
-          f"{len(margin_groups(examples))} problems with right and wrong samples), sampling "
-          f"{t_sample:.0f} s, total {time.time() - t0:.0f} s")
+    for name in VERIFIERS:
+        metrics = dict(auc=auc([s for ss in scores[name] for s in ss], flat_labels),
+                       auc_within=auc_within(scores[name], correct),
+                       train_loss=np.mean(losses[name][-20:]))
+        metrics = {m: v for m, v in metrics.items() if not np.isnan(v)}
+        common.show(f"seed {seed} {name}", metrics)
+        rows += common.rows_of(name, 0, metrics)
     return rows
 
 
-ARMS = (["pass@1", "maj", "rr_all"] + [f"rr_top{k}" for k in TOP_KS] + ["weighted"] +
-        [f"{p}{a}" for p in ("xent_", "small_") for a in ("rr_all", "rr_top4", "weighted")] +
-        ["pass@N"])
-
-
 def main():
-    parser = common.parser_for(__doc__, default_task="arith")
-    parser.add_argument("--problems", type=int, default=500, help="test problems")
-    parser.add_argument("--samples", type=int, default=64, help="N_max: samples per test problem")
-    parser.add_argument("--ns", default="1,4,16,64",
-                        help="the N of maj@N, rr@N, pass@N; each must divide --samples")
-    parser.add_argument("--temperature", type=float, default=0.8, help="sampling temperature")
-    parser.add_argument("--train_problems", type=int, default=2000,
-                        help="training problems the verifiers' samples come from")
-    parser.add_argument("--train_samples", type=int, default=16,
-                        help="generator samples per training problem (labelled by the oracle)")
-    parser.add_argument("--verifier_steps", type=int, default=600, help="verifier training steps")
-    parser.add_argument("--batch_size", type=int, default=64, help="verifier batch size")
-    parser.add_argument("--lr", type=float, default=3e-4, help="verifier peak learning rate")
-    parser.add_argument("--warmup", type=int, default=50, help="learning-rate warm-up steps")
-    parser.add_argument("--with_reference", action="store_true",
-                        help="add each training problem's reference answer as one more right "
-                             "sample (on with --quick, whose tiny base is never right)")
-    parser.add_argument("--margin", type=float, default=1.0,
-                        help="lambda of the margin loss, in nats of log S")
-    parser.add_argument("--small_layers", type=int, default=1, help="small verifier: layers")
-    parser.add_argument("--small_embd", type=int, default=64, help="small verifier: width")
-    parser.add_argument("--small_lr", type=float, default=1e-3,
-                        help="small verifier peak learning rate (it starts from scratch)")
-    args = parser.parse_args()
-    seeds, device = common.check_args(parser, args)
-    common.positive(parser, problems=args.problems, samples=args.samples,
-                    temperature=args.temperature, train_problems=args.train_problems,
-                    train_samples=args.train_samples, verifier_steps=args.verifier_steps,
-                    batch_size=args.batch_size, lr=args.lr, small_layers=args.small_layers,
-                    small_lr=args.small_lr, margin=args.margin)
-    if args.warmup < 0:
-        parser.error(f"--warmup must be >= 0, got {args.warmup}")
-    if args.small_embd <= 0 or args.small_embd % 2:
-        parser.error(f"--small_embd must be a positive even number, got {args.small_embd}")
-    try:
-        ns = sorted({int(x) for x in args.ns.split(",") if x.strip()})
-    except ValueError:
-        parser.error(f"--ns must be comma-separated integers, got {args.ns!r}")
-    if args.quick:  # same code path, seconds instead of minutes
-        args.problems, args.samples, ns = min(args.problems, 12), min(args.samples, 8), [1, 4, 8]
-        args.train_problems, args.train_samples = min(args.train_problems, 20), 4
-        args.verifier_steps, args.warmup, args.with_reference = min(args.verifier_steps, 10), 2, True
-    if not ns or any(n < 1 or args.samples % n for n in ns):
-        parser.error(f"every N in --ns must be >= 1 and divide --samples {args.samples}, got {ns}")
-    args.ns = ns
-
-    task = TASKS[args.task]
-    test_problems = task.problems(args.problems, seed=0, split="test")
-    config = {k: v for k, v in vars(args).items() if k not in ("seeds", "device", "quick", "task")}
-    rows, start = [], time.time()
-    for i, seed in enumerate(seeds):
-        rows += run_seed(args, task, test_problems, seed, device)
-        table = common.write_results("rerank", args.task, seeds[:i + 1], config, rows,
-                                     time.time() - start, quick=args.quick)
-    print(table)
+    args = common.parse_args(__doc__, FLAGS, QUICK, default_task="arith")
+    sizes(args.ns, args.samples)  # a bad --ns fails now, not after a seed
+    if args.small_embd % 2:
+        common.fail(f"--small_embd must be an even number (2 heads), got {args.small_embd}")
+    common.run_seeds("rerank", args, run_seed, FLAGS)
 
 
 if __name__ == "__main__":

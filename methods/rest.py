@@ -44,48 +44,83 @@ What was simplified, and why:
   - 8 samples per prompt (the paper used 25 to 1000) to fit the 5-minute CPU budget.
 
 Run:
-  python methods/rest.py                      # code, seed 0 (time not yet measured on an idle CPU)
+  python methods/rest.py                      # code, seed 0 (a few minutes on a CPU)
   python methods/rest.py --seeds 0,1,2        # what results/rest-code.md was made with
   python methods/rest.py --task arith         # arith: reward = share of correct digits
   python methods/rest.py --no_proxy           # oracle-scored arms only (faster)
   python methods/rest.py --quick              # tiny budget, same code path (for tests)
 
-What you should see (seed 0 so far, tutorials/05_rest.md): oracle-scored test reward rising a
-little over the first Improve steps and then saturating (0.456 -> 0.481 -> 0.472), no gain from
-a second Grow, `kept` shrinking as tau rises; and with the learned proxy as the reward, the
-proxy's score climbing (0.539 -> 0.570) while the oracle's test reward falls (0.456 -> 0.354):
-the paper's warning about optimising a learned reward.
+What you should see (tutorials/05_rest.md has the 3-seed table): with the oracle as the reward,
+test reward a little above the base's after the first Improve steps and then flat as tau rises,
+a gain too small to tell from seed noise; no further gain from a second Grow; `kept` shrinking
+as tau rises (and growing again with the second Grow, whose policy writes more passing
+programs). With the learned proxy as the reward, the proxy's score of the greedy test programs
+climbs while the oracle's test reward falls, more so after the second Grow: the paper's warning
+about optimising a learned reward.
 """
 import copy
 import os
 import sys
-import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-import common  # noqa: E402
-from model import encode  # noqa: E402
-from sample import generate  # noqa: E402
-from sft import base_model, finetune  # noqa: E402
-from verify import TASKS  # noqa: E402
+import common
+from model import encode
+from sample import generate, greedy
+from sft import base_model, finetune
+
+FLAGS = dict(
+    train_problems=(400, "training prompts"),
+    test_problems=(300, "test problems"),
+    samples=(8, "Grow samples per prompt"),
+    temperature=(0.8, "Grow temperature"),
+    grows=(2, "Grow steps (rest_g1, rest_g2, ...)"),
+    thresholds=("0,0.5,0.7,0.9", "reward thresholds of the Improve steps of each Grow (rising)"),
+    steps=(60, "fine-tuning steps per Improve"),
+    batch_size=(32, "batch size"),
+    lr=(5e-4, "learning rate of Improve step 1"),
+    lr_decay=(0.7, "each Improve step's learning rate is the last one's times this (<= 1)"),
+    warmup=(10, "warm-up steps of each fine-tune", 0),
+    no_proxy=(False, "skip the learned reward model and the rest_proxy arms"),
+    rm_problems=(150, "reward model: problems"),
+    rm_samples=(4, "reward model: samples each"),
+    rm_steps=(150, "reward model: training steps"),
+)
+QUICK = dict(train_problems=20, test_problems=20, samples=2, steps=3, rm_problems=10,
+             rm_samples=2, rm_steps=3)
 
 SCORE_LEVELS = 6  # the reward model writes 0..6: how many of 6 parts of the answer are right
 SCORE_CUE = "\nscore: "
 
 
+def warn(message):
+    print(message, file=sys.stderr)
+
+
+def parse_thresholds(text):
+    """'0,0.5' -> [0.0, 0.5]; raises ValueError unless they rise strictly, each in [0, 1)."""
+    try:
+        taus = [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise ValueError(f"--thresholds must be comma-separated numbers, got {text!r}") from None
+    if not taus or any(not 0 <= t < 1 for t in taus) or taus != sorted(set(taus)):
+        raise ValueError(f"--thresholds must rise strictly, each in [0, 1); got {text!r}")
+    return taus
+
+
 # ---------------------------------------------------------------------------------------------
 # Grow: sample from the policy, score every sample, add the reference data
 
-def grow(policy, task, train, args, seed, reward_fn):
-    """D_g: n samples per training prompt from `policy` plus the reference answers, each as a
-    (prompt, completion, reward) triple; reward_fn(problems, completions) scores them all."""
-    samples = generate(policy, [p.prompt for p in train], n=args.samples,
-                       max_new_tokens=task.max_new_tokens, temperature=args.temperature, seed=seed)
+def grow(policy, task, train, samples, temperature, seed, reward_fn):
+    """D_g: `samples` samples per training prompt from `policy` plus the reference answers, each
+    as a (prompt, completion, reward) triple; reward_fn(problems, completions) scores them all."""
+    outs = generate(policy, [p.prompt for p in train], n=samples,
+                    max_new_tokens=task.max_new_tokens, temperature=temperature, seed=seed)
     problems, completions = [], []
-    for p, ss in zip(train, samples):
+    for p, ss in zip(train, outs):
         for s in ss + [p.answer]:  # the original data stays in the mixture
             # a sample cut mid-character decodes to U+FFFD, which re-encodes to 3 bytes; the
             # rare one that no longer fits the context cannot be trained on, so drop it
@@ -118,7 +153,8 @@ def reward_model_scores(rm, prompts, completions, batch=256):
     rm.eval()
     with torch.no_grad():
         for i in range(0, len(prompts), batch):
-            texts = [score_text(p, c) for p, c in zip(prompts[i:i + batch], completions[i:i + batch])]
+            texts = [score_text(p, c)
+                     for p, c in zip(prompts[i:i + batch], completions[i:i + batch])]
             # keep the end (the cue) of a text too long for the context
             ids = [encode(t)[-rm.config.block_size:] for t in texts]
             idx = torch.zeros(len(ids), max(map(len, ids)), dtype=torch.long)  # right-padded
@@ -131,12 +167,13 @@ def reward_model_scores(rm, prompts, completions, batch=256):
     return out
 
 
-def train_reward_model(base, task, args, seed):
+def train_reward_model(base, task, rm_problems, rm_samples, rm_steps, temperature, batch_size,
+                       lr, warmup, seed, progress=True):
     """Fine-tune a copy of the base to predict round(6 * oracle reward) of base samples on a
     small labelled set of training problems (not the ones ReST trains the policy on)."""
-    problems = task.problems(args.rm_problems, seed=2000 + seed, split="train")
-    samples = generate(base, [p.prompt for p in problems], n=args.rm_samples,
-                       max_new_tokens=task.max_new_tokens, temperature=args.temperature,
+    problems = task.problems(rm_problems, seed=2000 + seed, split="train")
+    samples = generate(base, [p.prompt for p in problems], n=rm_samples,
+                       max_new_tokens=task.max_new_tokens, temperature=temperature,
                        seed=seed + 7)
     pairs = []
     for p, ss in zip(problems, samples):
@@ -146,9 +183,8 @@ def train_reward_model(base, task, args, seed):
                 continue  # a rambling sample that does not fit the context: not a label
             pairs.append((text, str(round(SCORE_LEVELS * task.check(p, s).reward))))
     rm = copy.deepcopy(base)
-    finetune(rm, pairs, steps=args.rm_steps, batch_size=args.batch_size, lr=args.lr,
-             warmup=args.warmup, seed=seed, desc=f"reward model seed {seed}",
-             progress=not args.quick)
+    finetune(rm, pairs, steps=rm_steps, batch_size=batch_size, lr=lr, warmup=warmup, seed=seed,
+             desc=f"reward model seed {seed}", progress=progress)
     return rm
 
 
@@ -156,27 +192,28 @@ def train_reward_model(base, task, args, seed):
 # Evaluation: greedy programs on the test problems, scored by the oracle and by the proxy
 
 def evaluate_policy(policy, task, test, rm):
-    outs = [o[0] for o in generate(policy, [p.prompt for p in test], n=1,
-                                   max_new_tokens=task.max_new_tokens)]
-    verdicts = [task.check(p, o) for p, o in zip(test, outs)]
-    r = {"test_reward": float(np.mean([v.reward for v in verdicts])),
-         "test_acc": float(np.mean([v.correct for v in verdicts]))}
+    answers, correct = greedy(policy, task, test)
+    r = {"test_reward": float(np.mean([task.check(p, a).reward for p, a in zip(test, answers)])),
+         "test_acc": float(np.mean(correct))}
     if rm is not None:
-        r["proxy_reward"] = float(np.mean(reward_model_scores(rm, [p.prompt for p in test], outs)))
+        r["proxy_reward"] = float(np.mean(reward_model_scores(rm, [p.prompt for p in test],
+                                                              answers)))
     return r
 
 
 # ---------------------------------------------------------------------------------------------
 # One ReST run: G Grow steps, each followed by one Improve step per threshold
 
-def run_rest(arm, base, task, train, test, rm, args, seed, reward_fn, log=print):
-    """Rows {arm, grow, step, metric, value} for every Improve step of `args.grows` Grow steps.
-    Arm names get a `_g1`/`_g2` suffix so the table separates one Grow from two."""
-    rows = []
-    policy, step = base, 0
-    for g in range(1, args.grows + 1):
-        data = grow(policy, task, train, args, seed=seed * 1000 + g, reward_fn=reward_fn)
-        for tau in args.thresholds:
+def run_rest(arm, base, grow_fn, measure, grows, thresholds, lr, lr_decay, seed, log=warn,
+             **tune):
+    """`grows` Grow steps from `base`, each followed by one Improve step per threshold; returns
+    {(grow, step): metrics} for every Improve step. grow_fn(policy, seed) is a Grow (D_g as
+    (prompt, completion, reward) triples), measure(policy) the metrics of a policy, and `tune`
+    the rest of finetune's settings (steps, batch_size, warmup, progress)."""
+    curve, policy, step = {}, base, 0
+    for g in range(1, grows + 1):
+        data = grow_fn(policy, seed * 1000 + g)
+        for tau in thresholds:
             step += 1
             pairs = above(data, tau)
             if not pairs:
@@ -184,87 +221,61 @@ def run_rest(arm, base, task, train, test, rm, args, seed, reward_fn, log=print)
                     f"skipping this Improve step, the policy is unchanged")
             else:  # continue from the previous policy, at a lower learning rate each step
                 policy = copy.deepcopy(policy)
-                finetune(policy, pairs, steps=args.steps, batch_size=args.batch_size,
-                         lr=args.lr * args.lr_decay ** (step - 1), warmup=args.warmup,
-                         seed=seed * 1000 + step, desc=f"{arm} seed {seed} g{g} tau {tau}",
-                         progress=not args.quick)
-            metrics = dict(tau=tau, kept=len(pairs), **evaluate_policy(policy, task, test, rm))
-            for name, value in metrics.items():
-                rows.append(dict(arm=f"{arm}_g{g}", grow=g, step=step, metric=name,
-                                 value=round(float(value), 4)))
-    return rows
+                finetune(policy, pairs, lr=lr * lr_decay ** (step - 1), seed=seed * 1000 + step,
+                         desc=f"{arm} seed {seed} g{g} tau {tau}", **tune)
+            curve[g, step] = dict(tau=tau, kept=len(pairs), **measure(policy))
+    return curve
 
 
-def parse_thresholds(parser, text):
-    try:
-        taus = [float(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        parser.error(f"--thresholds must be comma-separated numbers, got {text!r}")
-    if not taus or any(not 0 <= t < 1 for t in taus) or taus != sorted(set(taus)):
-        parser.error("--thresholds must rise strictly, each in [0, 1)")
-    return taus
+# ---------------------------------------------------------------------------------------------
 
+def run_seed(seed, task, device, quick, train_problems, test_problems, samples, temperature,
+             grows, thresholds, steps, batch_size, lr, lr_decay, warmup, no_proxy, rm_problems,
+             rm_samples, rm_steps):
+    progress = not quick
+    base = base_model(task, seed=seed, device=device, quick=quick, progress=progress)
+    train = task.problems(train_problems, seed=1000 + seed, split="train")
+    test = task.problems(test_problems, seed=0, split="test")
+    taus = parse_thresholds(thresholds)
+    rm = None if no_proxy else train_reward_model(
+        base, task, rm_problems, rm_samples, rm_steps, temperature, batch_size, lr, warmup, seed,
+        progress)
 
-def main():
-    parser = common.parser_for(__doc__, default_task="code")
-    parser.add_argument("--train_problems", type=int, default=400, help="training prompts")
-    parser.add_argument("--test_problems", type=int, default=300, help="test problems")
-    parser.add_argument("--samples", type=int, default=8, help="Grow samples per prompt")
-    parser.add_argument("--temperature", type=float, default=0.8, help="Grow temperature")
-    parser.add_argument("--grows", type=int, default=2, help="Grow steps (rest_g1, rest_g2, ...)")
-    parser.add_argument("--thresholds", default="0,0.5,0.7,0.9",
-                        help="reward thresholds of the Improve steps of each Grow (rising)")
-    parser.add_argument("--steps", type=int, default=60, help="fine-tuning steps per Improve")
-    parser.add_argument("--batch_size", type=int, default=32, help="batch size")
-    parser.add_argument("--lr", type=float, default=5e-4, help="learning rate of Improve step 1")
-    parser.add_argument("--lr_decay", type=float, default=0.7,
-                        help="each Improve step's learning rate is the last one's times this")
-    parser.add_argument("--warmup", type=int, default=10, help="warm-up steps of each fine-tune")
-    parser.add_argument("--no_proxy", action="store_true",
-                        help="skip the learned reward model and the rest_proxy arms")
-    parser.add_argument("--rm_problems", type=int, default=150, help="reward model: problems")
-    parser.add_argument("--rm_samples", type=int, default=4, help="reward model: samples each")
-    parser.add_argument("--rm_steps", type=int, default=150, help="reward model: training steps")
-    args = parser.parse_args()
-    seeds, device = common.check_args(parser, args)
-    common.positive(parser, train_problems=args.train_problems, test_problems=args.test_problems,
-                    samples=args.samples, temperature=args.temperature, grows=args.grows,
-                    steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                    lr_decay=args.lr_decay, rm_problems=args.rm_problems,
-                    rm_samples=args.rm_samples, rm_steps=args.rm_steps)
-    if args.warmup < 0 or args.lr_decay > 1:
-        parser.error("--warmup must be >= 0 and --lr_decay in (0, 1]")
-    args.thresholds = parse_thresholds(parser, args.thresholds)
-    if args.quick:
-        args.train_problems, args.test_problems, args.samples, args.steps = 20, 20, 2, 3
-        args.rm_problems, args.rm_samples, args.rm_steps = 10, 2, 3
-    task = TASKS[args.task]
+    def measure(policy):
+        return evaluate_policy(policy, task, test, rm)
 
     def oracle(problems, completions):
         return [task.check(p, c).reward for p, c in zip(problems, completions)]
 
-    test = task.problems(args.test_problems, seed=0, split="test")
-    rows, start = [], time.time()
-    for seed in seeds:
-        t0 = time.time()
-        base = base_model(args.task, seed=seed, device=device, quick=args.quick)
-        train = task.problems(args.train_problems, seed=1000 + seed, split="train")
-        rm = None if args.no_proxy else train_reward_model(base, task, args, seed)
-        seed_rows = [dict(arm="base", grow=0, step=0, metric=k, value=round(float(v), 4))
-                     for k, v in evaluate_policy(base, task, test, rm).items()]
-        log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
-        seed_rows += run_rest("rest", base, task, train, test, rm, args, seed, oracle, log)
-        if rm is not None:
-            def proxy(problems, completions, rm=rm):
-                return reward_model_scores(rm, [p.prompt for p in problems], completions)
-            seed_rows += run_rest("rest_proxy", base, task, train, test, rm, args, seed,
-                                  proxy, log)
-        rows += [dict(r, seed=seed) for r in seed_rows]
-        print(f"seed {seed} done in {time.time() - t0:.0f} s")
-        config = {k: v for k, v in vars(args).items() if k not in ("seeds", "device", "quick")}
-        table = common.write_results("rest", args.task, seeds[:seeds.index(seed) + 1], config,
-                                     rows, time.time() - start, quick=args.quick)
-    print(table)
+    def proxy(problems, completions):
+        return reward_model_scores(rm, [p.prompt for p in problems], completions)
+
+    metrics = measure(base)
+    common.show(f"seed {seed} base", metrics)
+    rows = common.rows_of("base", 0, metrics, grow=0)
+    # the arms: the reward R their Grow steps score samples with
+    arms = {"rest": oracle} if rm is None else {"rest": oracle, "rest_proxy": proxy}
+    for arm, reward_fn in arms.items():
+        def grow_fn(policy, grow_seed, reward_fn=reward_fn):
+            return grow(policy, task, train, samples, temperature, grow_seed, reward_fn)
+
+        curve = run_rest(arm, base, grow_fn, measure, grows, taus, lr, lr_decay, seed,
+                         steps=steps, batch_size=batch_size, warmup=warmup, progress=progress)
+        for (g, step), metrics in curve.items():
+            common.show(f"seed {seed} {arm}_g{g} step {step}", metrics)
+            rows += common.rows_of(f"{arm}_g{g}", step, metrics, grow=g)
+    return rows
+
+
+def main():
+    args = common.parse_args(__doc__, FLAGS, QUICK, default_task="code")
+    if args.lr_decay > 1:
+        common.fail(f"--lr_decay must be in (0, 1], got {args.lr_decay}")
+    try:
+        parse_thresholds(args.thresholds)
+    except ValueError as e:
+        common.fail(str(e))
+    common.run_seeds("rest", args, run_seed, FLAGS)
 
 
 if __name__ == "__main__":

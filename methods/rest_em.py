@@ -42,33 +42,54 @@ What was simplified, and why:
   - pass@k is measured at T=0.8 (as for the base models, tutorials/01_sft.md), not T=1.0/top-p.
 
 Run:
-  python methods/rest_em.py                      # arith, seed 0 (about 2.5 minutes on a CPU)
+  python methods/rest_em.py                      # arith, seed 0 (a few minutes on a CPU)
   python methods/rest_em.py --seeds 0,1,2        # what results/rest_em-arith.md was made with
   python methods/rest_em.py --task code --steps 400
   python methods/rest_em.py --quick              # tiny budget, same code path (for tests)
 
 What the paper saw: a large gain at iteration 1, little after, a regression on a small problem
-set. What you should see here (tutorials/06_rest_em.md, 3 seeds): NO gain in greedy test
-accuracy at any iteration (within about 2 points of the base on every seed), while train
-accuracy climbs every iteration; the small set 2.8-5.8 points below its base; pass@16 and coverage
-falling as the model grows surer of its own answers; and sft_gold no better than rest_em, so
-more fine-tuning of this base buys nothing with either kind of data.
+set. What you should see here (tutorials/06_rest_em.md has the 3-seed table): NO gain in greedy
+test accuracy at any iteration (changes of either sign, within the noise of the test set), while
+train accuracy climbs every iteration; the small set below its base at every iteration; pass@16
+and coverage falling as the model grows surer of its own answers; and sft_gold no better than
+rest_em, so more fine-tuning of this base buys nothing with either kind of data.
 """
 import copy
 import os
 import sys
-import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-import common  # noqa: E402
-from sample import generate, majority_vote, pass_at_k  # noqa: E402
-from sft import base_model, finetune  # noqa: E402
-from verify import TASKS  # noqa: E402
+import common
+from sample import evaluate, generate, majority_vote, pass_at_k
+from sft import base_model, finetune
+from verify import TASKS
 
+FLAGS = dict(
+    arms=("rest_em,rest_em_continue,rest_em_small,sft_gold", "comma-separated arms to run"),
+    train_problems=(1800, "training problems (rest_em_small uses a third of them)", 3),
+    iterations=(3, "E/M iterations per arm"),
+    samples=(16, "K: samples per problem, E-step"),
+    temperature=(0.7, "E-step temperature"),
+    top_k=(40, "E-step top-k"),
+    cap=(10, "correct samples kept per problem"),
+    steps=(250, "fine-tuning steps per M-step"),
+    batch_size=(64, "M-step batch size"),
+    lr=(1e-3, "M-step peak learning rate"),
+    warmup=(30, "M-step warm-up steps", 0),
+    test_problems=(500, "test problems"),
+    eval_samples=(16, "samples per test problem"),
+    eval_temperature=(0.8, "temperature of the pass@k / maj@k samples"),
+)
+QUICK = dict(train_problems=30, test_problems=20, samples=4, eval_samples=4, steps=5,
+             iterations=2)
 ARMS = ("rest_em", "rest_em_continue", "rest_em_small", "sft_gold")
+
+
+def warn(message):
+    print(message, file=sys.stderr)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -86,40 +107,34 @@ def filter_correct(task, problems, samples, cap):
     return pairs, covered / max(1, len(problems))
 
 
-def sample_train(model, task, problems, args, seed):
-    """K samples per training problem at the E-step's temperature and top-k."""
-    return generate(model, [p.prompt for p in problems], n=args.samples,
-                    max_new_tokens=task.max_new_tokens, temperature=args.temperature,
-                    top_k=args.top_k, seed=seed)
+def sample_train(model, task, problems, samples, temperature, top_k, seed):
+    """K = `samples` samples per training problem at the E-step's temperature and top-k."""
+    return generate(model, [p.prompt for p in problems], n=samples,
+                    max_new_tokens=task.max_new_tokens, temperature=temperature, top_k=top_k,
+                    seed=seed)
 
 
 # ---------------------------------------------------------------------------------------------
 # M-step: fine-tune on the kept pairs, from a given starting model
 
-def m_step(start, pairs, args, seed, desc):
+def m_step(start, pairs, steps, batch_size, lr, warmup, seed, desc, progress=True):
     """A copy of `start` fine-tuned on `pairs` (start itself is left untouched)."""
     model = copy.deepcopy(start)
-    finetune(model, pairs, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-             warmup=args.warmup, seed=seed, desc=desc, progress=not args.quick)
+    finetune(model, pairs, steps=steps, batch_size=batch_size, lr=lr, warmup=warmup, seed=seed,
+             desc=desc, progress=progress)
     return model
 
 
 # ---------------------------------------------------------------------------------------------
 # Evaluation
 
-def greedy_acc(model, task, problems):
-    outs = generate(model, [p.prompt for p in problems], n=1,
-                    max_new_tokens=task.max_tokens(problems[0].difficulty))
-    return float(np.mean([task.check(p, o[0]).correct for p, o in zip(problems, outs)]))
-
-
-def test_metrics(model, task, test, harder, args, seed):
-    """Greedy test accuracy, pass@k and maj@n from n samples per test problem, and greedy
-    accuracy on the harder problems."""
-    n = args.eval_samples
-    r = {"test_acc": greedy_acc(model, task, test)}
+def test_metrics(model, task, test, harder, eval_samples, eval_temperature, seed):
+    """Greedy test accuracy, pass@k and maj@n from n = eval_samples samples per test problem,
+    and greedy accuracy on the harder problems."""
+    n = eval_samples
+    r = {"test_acc": evaluate(model, task, test)["greedy_acc"]}
     samples = generate(model, [p.prompt for p in test], n=n, max_new_tokens=task.max_new_tokens,
-                       temperature=args.eval_temperature, seed=seed)
+                       temperature=eval_temperature, seed=seed)
     correct = [[task.check(p, s).correct for s in ss] for p, ss in zip(test, samples)]
     for k in (1, 4, 16):
         if k <= n:
@@ -127,117 +142,93 @@ def test_metrics(model, task, test, harder, args, seed):
     # majority vote over the n sampled answers (self-consistency), checked by the oracle
     r[f"maj@{n}"] = float(np.mean([task.check(p, majority_vote(ss)).correct
                                    for p, ss in zip(test, samples)]))
-    r["harder_test_acc"] = greedy_acc(model, task, harder)
+    r["harder_test_acc"] = evaluate(model, task, harder)["greedy_acc"]
     return r
 
 
 # ---------------------------------------------------------------------------------------------
-# One arm: iterate E and M steps, measuring after each
+# The arms. Each returns {step: metrics} for its steps (step 0 is the base, measured once).
 
-def run_arm(arm, base, task, train, test, harder, args, seed, base_samples=None, log=print):
-    """Returns tidy rows {arm, step, metric, value} for steps 1..iterations (step 0 is the base,
-    measured once by the caller). `base_samples`: the base's E-step samples on `train`, if the
-    caller has them already. An E-step that finds no correct sample is reported and the policy
-    is left unchanged, instead of crashing the run."""
-    rows = []
-
-    def record(step, metrics):
-        for name, value in metrics.items():
-            rows.append(dict(arm=arm, step=step, metric=name, value=round(float(value), 4)))
-
-    if arm == "sft_gold":  # the control: the reference answers of the same problems, one M-step
-        pairs = [(p.prompt, p.answer) for p in train]
-        model = m_step(base, pairs, args, seed, desc=f"{arm} seed {seed}")
-        record(1, dict(kept=len(pairs), train_acc=greedy_acc(model, task, train),
-                       **test_metrics(model, task, test, harder, args, seed)))
-        return rows
-
-    model = base
-    samples = base_samples or sample_train(model, task, train, args, seed=seed * 1000)
-    for it in range(1, args.iterations + 1):
-        pairs, _ = filter_correct(task, train, samples, args.cap)  # E-step
+def run_em(arm, base, task, train, restart, iterations, cap, draw, measure, seed,
+           base_samples=None, log=warn, **tune):
+    """`iterations` E/M iterations from `base` on the problems `train`. draw(model, problems,
+    seed) is the E-step's sampler, measure(model, problems) the metrics of a model (train_acc on
+    `problems`, and the test metrics), `tune` the M-step's settings (steps, batch_size, lr, warmup,
+    progress). restart: every M-step starts from the base (the paper), else from the last
+    iterate. `base_samples`: the base's E-step samples on `train`, if the caller has them. An
+    E-step that finds no correct sample is reported and leaves the policy unchanged."""
+    model, curve = base, {}
+    samples = base_samples or draw(model, train, seed * 1000)
+    for it in range(1, iterations + 1):
+        pairs, _ = filter_correct(task, train, samples, cap)  # E-step
         if not pairs:
             log(f"{arm} seed {seed} iteration {it}: the E-step found no correct sample among "
-                f"{len(train)} x {args.samples}; nothing to train on, the policy is unchanged")
+                f"{len(train)} x {len(samples[0])}; nothing to train on, the policy is unchanged")
         else:  # M-step: from the base weights, or from the last iterate for the `continue` arm
-            start = model if arm == "rest_em_continue" else base
-            model = m_step(start, pairs, args, seed=seed * 1000 + it,
-                           desc=f"{arm} seed {seed} iter {it}")
-        samples = sample_train(model, task, train, args, seed=seed * 1000 + it)
-        _, coverage = filter_correct(task, train, samples, args.cap)
-        record(it, dict(kept=len(pairs), coverage=coverage, train_acc=greedy_acc(model, task, train),
-                        **test_metrics(model, task, test, harder, args, seed)))
-    return rows
+            start = base if restart else model
+            model = m_step(start, pairs, seed=seed * 1000 + it, desc=f"{arm} seed {seed} iter {it}",
+                           **tune)
+        samples = draw(model, train, seed * 1000 + it)
+        _, coverage = filter_correct(task, train, samples, cap)
+        curve[it] = dict(kept=len(pairs), coverage=coverage, **measure(model, train))
+    return curve
+
+
+def run_sft_gold(base, train, measure, seed, **tune):
+    """The "human data" control: one M-step on the reference answers of the same problems."""
+    pairs = [(p.prompt, p.answer) for p in train]
+    model = m_step(base, pairs, seed=seed, desc=f"sft_gold seed {seed}", **tune)
+    return {1: dict(kept=len(pairs), **measure(model, train))}
+
+
+# ---------------------------------------------------------------------------------------------
+
+def run_seed(seed, task, device, quick, arms, train_problems, iterations, samples, temperature,
+             top_k, cap, steps, batch_size, lr, warmup, test_problems, eval_samples,
+             eval_temperature):
+    progress = not quick
+    base = base_model(task, seed=seed, device=device, quick=quick, progress=progress)
+    # the training problems of this seed; the small set is the first third of them
+    train = task.problems(train_problems, seed=1000 + seed, split="train")
+    small = train[:len(train) // 3]
+    test = task.problems(test_problems, seed=0, split="test")
+    harder = task.problems(test_problems, seed=0, split="test",
+                           difficulty=task.default_difficulty + 1)
+
+    def draw(model, problems, draw_seed):
+        return sample_train(model, task, problems, samples, temperature, top_k, draw_seed)
+
+    def measure(model, problems):
+        return dict(train_acc=evaluate(model, task, problems)["greedy_acc"],
+                    **test_metrics(model, task, test, harder, eval_samples, eval_temperature, seed))
+
+    tune = dict(steps=steps, batch_size=batch_size, lr=lr, warmup=warmup, progress=progress)
+    em = dict(task=task, iterations=iterations, cap=cap, draw=draw, measure=measure, seed=seed,
+              **tune)
+    # step 0: the base model, once (every arm starts from it)
+    base_samples = draw(base, train, seed * 1000)
+    metrics = dict(kept=0, coverage=filter_correct(task, train, base_samples, cap)[1],
+                   **measure(base, train))
+    common.show(f"seed {seed} base", metrics)
+    rows = common.rows_of("base", 0, metrics)
+    run = {
+        "rest_em": lambda: run_em("rest_em", base, train=train, restart=True,
+                                  base_samples=base_samples, **em),
+        "rest_em_continue": lambda: run_em("rest_em_continue", base, train=train, restart=False,
+                                           base_samples=base_samples, **em),
+        "rest_em_small": lambda: run_em("rest_em_small", base, train=small, restart=True, **em),
+        "sft_gold": lambda: run_sft_gold(base, train, measure, seed, **tune),
+    }
+    return rows + common.run_arms(run, arms, seed)
 
 
 def main():
-    parser = common.parser_for(__doc__, default_task="arith")
-    parser.add_argument("--arms", default=",".join(ARMS), help="comma-separated arms to run")
-    parser.add_argument("--train_problems", type=int, default=1800,
-                        help="training problems (rest_em_small uses a third of them)")
-    parser.add_argument("--iterations", type=int, default=3, help="E/M iterations per arm")
-    parser.add_argument("--samples", type=int, default=16, help="K: samples per problem, E-step")
-    parser.add_argument("--temperature", type=float, default=0.7, help="E-step temperature")
-    parser.add_argument("--top_k", type=int, default=40, help="E-step top-k")
-    parser.add_argument("--cap", type=int, default=10, help="correct samples kept per problem")
-    parser.add_argument("--steps", type=int, default=250, help="fine-tuning steps per M-step")
-    parser.add_argument("--batch_size", type=int, default=64, help="M-step batch size")
-    parser.add_argument("--lr", type=float, default=1e-3, help="M-step peak learning rate")
-    parser.add_argument("--warmup", type=int, default=30, help="M-step warm-up steps")
-    parser.add_argument("--test_problems", type=int, default=500, help="test problems")
-    parser.add_argument("--eval_samples", type=int, default=16, help="samples per test problem")
-    parser.add_argument("--eval_temperature", type=float, default=0.8,
-                        help="temperature of the pass@k / maj@k samples")
-    args = parser.parse_args()
-    seeds, device = common.check_args(parser, args)
-    common.positive(parser, train_problems=args.train_problems, iterations=args.iterations,
-                    samples=args.samples, temperature=args.temperature, top_k=args.top_k,
-                    cap=args.cap, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                    test_problems=args.test_problems, eval_samples=args.eval_samples,
-                    eval_temperature=args.eval_temperature)
-    if args.warmup < 0:
-        parser.error(f"--warmup must be >= 0, got {args.warmup}")
-    arms = [a.strip() for a in args.arms.split(",") if a.strip()]
-    if not arms or any(a not in ARMS for a in arms):
-        parser.error(f"--arms must be a comma-separated subset of {', '.join(ARMS)}")
+    args = common.parse_args(__doc__, FLAGS, QUICK, default_task="arith")
+    common.comma_list(args.arms, ARMS, "arms")  # a bad arm fails now, not after a seed
     task = TASKS[args.task]
-    harder_d = task.default_difficulty + 1
-    if harder_d not in task.difficulties:
-        parser.error(f"task {args.task} has no difficulty above {task.default_difficulty}")
-    if args.train_problems < 3:
-        parser.error("--train_problems must be >= 3 (the small arm uses a third)")
-    if args.quick:
-        args.train_problems, args.test_problems = 30, 20
-        args.samples, args.eval_samples, args.steps, args.iterations = 4, 4, 5, 2
-
-    test = task.problems(args.test_problems, seed=0, split="test")
-    harder = task.problems(args.test_problems, seed=0, split="test", difficulty=harder_d)
-    rows, start = [], time.time()
-    for seed in seeds:
-        t0 = time.time()
-        base = base_model(args.task, seed=seed, device=device, quick=args.quick)
-        # the training problems of this seed; the small set is the first third of them
-        train = task.problems(args.train_problems, seed=1000 + seed, split="train")
-        small = train[:len(train) // 3]
-        # step 0: the base model, once (every arm starts from it)
-        samples = sample_train(base, task, train, args, seed=seed * 1000)
-        _, coverage = filter_correct(task, train, samples, args.cap)
-        base_row = dict(kept=0, coverage=coverage, train_acc=greedy_acc(base, task, train),
-                        **test_metrics(base, task, test, harder, args, seed))
-        seed_rows = [dict(arm="base", step=0, metric=k, value=round(float(v), 4))
-                     for k, v in base_row.items()]
-        for arm in arms:
-            arm_train = small if arm == "rest_em_small" else train
-            seed_rows += run_arm(arm, base, task, arm_train, test, harder, args, seed,
-                                 base_samples=samples if arm_train is train else None,
-                                 log=lambda msg: print(msg, file=sys.stderr))
-        rows += [dict(r, seed=seed) for r in seed_rows]
-        print(f"seed {seed} done in {time.time() - t0:.0f} s")
-        config = {k: v for k, v in vars(args).items() if k not in ("seeds", "device", "quick")}
-        config["harder_difficulty"] = harder_d
-        table = common.write_results("rest_em", args.task, seeds[:seeds.index(seed) + 1], config,
-                                     rows, time.time() - start, quick=args.quick)
-    print(table)
+    if task.default_difficulty + 1 not in task.difficulties:
+        common.fail(f"task {args.task} has no difficulty above {task.default_difficulty}")
+    common.run_seeds("rest_em", args, run_seed, FLAGS)
 
 
 if __name__ == "__main__":

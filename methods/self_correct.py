@@ -9,11 +9,16 @@ self-consistency at the same number of calls does better.
 
 The idea here: teach the base model a review format, then run the same loop three ways.
 
-    review prompt   "123+45=861?"      (task prompt + previous answer + "?")
+    review prompt   "123+45=861;?="    (task.retry_prompt(prompt, previous answer, "?");
+                                        code: "<examples>prog: sort | rev\\n?\\nprog: ")
     revised answer  "861"              (possibly unchanged)
 
     y_0 = base(x)                                   greedy first answer, 1 call
     y_r = reviewer(x + y_{r-1} + "?")   r = 1..R    one review call per round (R = 4 here)
+
+The review prompt is Reflexion's retry prompt with "?" where the feedback would be: intrinsic
+runs the loop of methods/reflexion.py's no_feedback arm, oracle_stop that of its oracle arm
+without the feedback. The loop and the learning of the reviser are methods/revise.py.
 
 Arms, all at r + 1 model calls after round r:
   intrinsic      always take the revision (no oracle: what a deployed model could do);
@@ -24,10 +29,10 @@ Arms, all at r + 1 model calls after round r:
 For `intrinsic` we also log how each round changed the answers, as in the paper's Figure 1:
 c2c (right stays right), c2i (right made wrong), i2c (wrong made right), i2i; they sum to 1.
 
-How the reviewer is learned (inside this file, from the model's own samples): for training
+How the reviewer is learned (methods/revise.py, from the model's own samples): for training
 problems, draw the base model's greedy answer and a few samples at temperature T. Keep the
 problems where at least one of them is right, and train a copy of the base on
-    (prompt + sampled answer + "?")  ->  the right answer
+    retry_prompt(prompt, sampled answer, "?")  ->  the right answer
 for every sampled answer: a right answer maps to itself (so the model can learn to keep it) and
 a wrong one to the right one the model itself found. Loss: the usual masked cross-entropy on
 the revised answer only (methods/sft.py's `finetune`),
@@ -40,8 +45,8 @@ Simplified relative to the paper, and why:
   - The reviewer is a fine-tuned copy of the base (the base itself has never seen the review
     format); round 0 is the base's own greedy answer, so every arm starts from the same answers.
   - The review format is compact on purpose: prompt (<= 8 chars) + previous answer (<= 12) +
-    "?" + revision (<= 4 digits + end token) stays inside the arith base's 32-token block, so
-    no position embedding has to be extended.
+    ";?=" + revision (<= 4 digits + end token) stays inside the arith base's 32-token block,
+    so no position embedding has to be extended.
   - Only the latest answer is shown to the reviewer, not the whole dialogue.
 
 Run:
@@ -55,108 +60,34 @@ less, because a wrong revision of a right answer (c2i) costs what a fix (i2c) ga
 it does, compare it with majority_vote at the same number of calls. See
 tutorials/03_self_correction.md for the numbers of a real run and what they mean.
 """
-import copy
 import os
 import sys
-import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-import common  # noqa: E402
-from sample import generate, majority_vote  # noqa: E402
-from sft import base_model, finetune  # noqa: E402
-from verify import TASKS  # noqa: E402
+import common
+import revise
+from sample import generate, majority_vote
 
+FLAGS = dict(
+    rounds=(4, "review rounds R (the paper stops at 2; 4 shows where it settles)"),
+    problems=(500, "test problems"),
+    train_problems=(2000, "training problems whose answers teach the review format"),
+    train_samples=(4, "samples per training problem (besides the greedy answer)"),
+    temperature=(0.8, "temperature of the training samples and of majority_vote's votes"),
+    revise_temperature=(0.0, "temperature of the review calls (0 = greedy)", 0),
+    steps=(600, "reviewer fine-tuning steps"),
+    batch_size=(64, "reviewer batch size"),
+    lr=(3e-4, "reviewer peak learning rate"),
+)
+QUICK = dict(problems=20, train_problems=40, train_samples=2, steps=5)
 ARMS = ("intrinsic", "oracle_stop", "majority_vote")
 
 
 # ---------------------------------------------------------------------------------------------
-# The review format
-
-def review_prompt(task, prompt, previous):
-    """Task prompt + previous answer + a question asking to review it.
-    arith: "123+45=" + "861" + "?" -> "123+45=861?".
-    code: the prompt ends in "prog: ", so the answer goes on that line and a new line asks
-    again: "...prog: sort | rev\\nprog? " (same idea, readable in a longer prompt).
-    Non-ASCII bytes of a garbled answer are dropped, so one character is one token and the
-    prompt stays inside the block (arith: 8 + 12 + 1 positions, then up to 11 for the answer)."""
-    previous = previous.encode("ascii", "ignore").decode()
-    if task.name == "code":
-        return f"{prompt}{previous}\nprog? "
-    return f"{prompt}{previous}?"
-
-
-def build_review_pairs(model, task, problems, n_samples, temperature, seed, use_reference=False):
-    """The reviewer's training data, from the model's own answers on training problems.
-    For each problem: the greedy answer and n_samples samples at `temperature`. If one of them
-    is right, every answer a gives the pair (review_prompt(a), right answer): keep a right
-    answer, replace a wrong one. Problems the model never solves give nothing (it has no right
-    answer of its own to learn from), unless use_reference (only for --quick, whose untrained
-    tiny base solves nothing): then the reference answer stands in.
-    Returns (pairs, share of sampled answers that were right)."""
-    prompts = [p.prompt for p in problems]
-    greedy = generate(model, prompts, n=1, max_new_tokens=task.max_new_tokens, seed=seed)
-    sampled = generate(model, prompts, n=n_samples, max_new_tokens=task.max_new_tokens,
-                       temperature=temperature, seed=seed)
-    pairs, n_right, n_all = [], 0, 0
-    for p, g, ss in zip(problems, greedy, sampled):
-        answers = g + ss
-        right = [a for a in answers if task.check(p, a).correct]
-        n_right += len(right)
-        n_all += len(answers)
-        if not right and use_reference:
-            right = [p.answer]
-        if not right:
-            continue
-        for a in answers:
-            target = a if a in right else right[0]
-            pairs.append((review_prompt(task, p.prompt, a), target))
-    return pairs, n_right / max(1, n_all)
-
-
-def train_reviewer(base, pairs, steps, batch_size, lr, seed, progress=True):
-    """A copy of the base fine-tuned on the review pairs (the base itself stays untouched)."""
-    reviewer = copy.deepcopy(base)
-    losses = finetune(reviewer, pairs, steps=steps, batch_size=batch_size, lr=lr,
-                      warmup=max(1, steps // 10), seed=seed, desc="reviewer", progress=progress)
-    return reviewer, losses
-
-
-def revise(reviewer, task, problems, answers, temperature, seed):
-    """One review call per problem: the reviewer's revision of each answer."""
-    prompts = [review_prompt(task, p.prompt, a) for p, a in zip(problems, answers)]
-    outs = generate(reviewer, prompts, n=1, max_new_tokens=task.max_new_tokens,
-                    temperature=temperature, seed=seed)
-    return [o[0] for o in outs]
-
-
-# ---------------------------------------------------------------------------------------------
-# The three arms. Each returns rounds[r][i] = the answer for problem i after round r.
-
-def run_intrinsic(reviewer, task, problems, first, rounds, temperature, seed):
-    """Always revise: no oracle, the model alone decides whether to change its answer."""
-    history = [list(first)]
-    for r in range(1, rounds + 1):
-        history.append(revise(reviewer, task, problems, history[-1], temperature, seed + r))
-    return history
-
-
-def run_oracle_stop(reviewer, task, problems, first, rounds, temperature, seed):
-    """Revise only the answers the oracle marks wrong; a right answer is never revisited."""
-    history = [list(first)]
-    for r in range(1, rounds + 1):
-        current = list(history[-1])
-        wrong = [i for i, p in enumerate(problems) if not task.check(p, current[i]).correct]
-        if wrong:
-            fixed = revise(reviewer, task, [problems[i] for i in wrong],
-                           [current[i] for i in wrong], temperature, seed + r)
-            for i, a in zip(wrong, fixed):
-                current[i] = a
-        history.append(current)
-    return history
-
+# The control (the review loop itself is revise.run_loop)
 
 def run_majority_vote(base, task, problems, first, rounds, temperature, seed):
     """Self-consistency at equal calls: after round r, vote over the greedy answer and r
@@ -164,10 +95,8 @@ def run_majority_vote(base, task, problems, first, rounds, temperature, seed):
     prompts = [p.prompt for p in problems]
     samples = generate(base, prompts, n=max(1, rounds), max_new_tokens=task.max_new_tokens,
                        temperature=temperature, seed=seed)
-    history = []
-    for r in range(rounds + 1):
-        history.append([majority_vote([g] + ss[:r]) for g, ss in zip(first, samples)])
-    return history
+    return [[majority_vote([g] + ss[:r]) for g, ss in zip(first, samples)]
+            for r in range(rounds + 1)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -189,16 +118,15 @@ def correctness(task, problems, answers):
     return [task.check(p, a).correct for p, a in zip(problems, answers)]
 
 
-def rows_for_seed(task, problems, histories, seed):
+def rows_for_seed(task, problems, histories):
     """Tidy rows: acc per arm and round, and intrinsic's transitions from round r-1 to r."""
-    rows = []
-    for arm in ARMS:
-        right = [correctness(task, problems, answers) for answers in histories[arm]]
-        for r, ok in enumerate(right):
-            rows.append(dict(arm=arm, step=r, metric="acc", value=float(np.mean(ok)), seed=seed))
-            if arm == "intrinsic" and r > 0:
-                for name, share in transitions(right[r - 1], ok).items():
-                    rows.append(dict(arm=arm, step=r, metric=name, value=share, seed=seed))
+    right = {arm: [correctness(task, problems, answers) for answers in history]
+             for arm, history in histories.items()}
+    rows = [row for arm in ARMS for r, ok in enumerate(right[arm])
+            for row in common.rows_of(arm, r, {"acc": float(np.mean(ok))})]
+    steps = right["intrinsic"]
+    for r in range(1, len(steps)):
+        rows += common.rows_of("intrinsic", r, transitions(steps[r - 1], steps[r]))
     return rows
 
 
@@ -213,74 +141,30 @@ def show_changes(task, problems, history, per_kind=3):
 
 # ---------------------------------------------------------------------------------------------
 
-def run_seed(args, task, test_problems, seed, device):
-    common.seed_everything(seed)
-    base = base_model(args.task, seed=seed, device=device, quick=args.quick)
-    # training problems drawn with another seed than the base's (they overlap in part: there
-    # are only 10,000 distinct 3-digit-by-1-digit products); the test split is never touched
-    train = task.problems(args.train_problems, seed=1000 + seed, split="train")
-    pairs, share_right = build_review_pairs(base, task, train, args.train_samples,
-                                            args.temperature, seed, use_reference=args.quick)
-    if not pairs:
-        raise SystemExit("error: the base model solved none of the training problems, "
-                         "so there is no right answer to learn a review from")
-    reviewer, losses = train_reviewer(base, pairs, args.steps, args.batch_size, args.lr, seed)
-    print(f"seed {seed}: {len(pairs)} review pairs ({share_right:.0%} of the model's own "
-          f"training answers right); reviewer loss {losses[0]:.3f} -> {np.mean(losses[-20:]):.3f}")
+def run_seed(seed, task, device, quick, rounds, problems, train_problems, train_samples,
+             temperature, revise_temperature, steps, batch_size, lr):
+    base, reviewer, test, first = revise.start(
+        task, seed, device, quick, problems, train_problems, train_samples, temperature, steps,
+        batch_size, lr, with_feedback=False, name="review")
 
-    prompts = [p.prompt for p in test_problems]
-    first = [g[0] for g in generate(base, prompts, n=1, max_new_tokens=task.max_new_tokens,
-                                    seed=seed)]
-    histories = {
-        "intrinsic": run_intrinsic(reviewer, task, test_problems, first, args.rounds,
-                                   args.revise_temperature, seed),
-        "oracle_stop": run_oracle_stop(reviewer, task, test_problems, first, args.rounds,
-                                       args.revise_temperature, seed),
-        "majority_vote": run_majority_vote(base, task, test_problems, first, args.rounds,
-                                           args.temperature, seed),
+    def review(stop):  # the same reviewer and prompts; only the stop rule differs
+        return revise.run_loop(reviewer, task, test, first, rounds, revise_temperature, seed,
+                               stop=stop, with_feedback=False)
+
+    arms = {
+        "intrinsic": lambda: review(revise.never),
+        "oracle_stop": lambda: review(revise.oracle(task)),
+        "majority_vote": lambda: run_majority_vote(base, task, test, first, rounds, temperature,
+                                                   seed),
     }
-    show_changes(task, test_problems, histories["intrinsic"])
-    return rows_for_seed(task, test_problems, histories, seed)
+    histories = {arm: run() for arm, run in arms.items()}
+    show_changes(task, test, histories["intrinsic"])
+    return rows_for_seed(task, test, histories)
 
 
 def main():
-    parser = common.parser_for(__doc__, default_task="arith")
-    parser.add_argument("--rounds", type=int, default=4,
-                        help="review rounds R (the paper stops at 2; 4 shows where it settles)")
-    parser.add_argument("--problems", type=int, default=500, help="test problems")
-    parser.add_argument("--train_problems", type=int, default=2000,
-                        help="training problems whose answers teach the review format")
-    parser.add_argument("--train_samples", type=int, default=4,
-                        help="samples per training problem (besides the greedy answer)")
-    parser.add_argument("--temperature", type=float, default=0.8,
-                        help="temperature of the training samples and of majority_vote's votes")
-    parser.add_argument("--revise_temperature", type=float, default=0.0,
-                        help="temperature of the review calls (0 = greedy)")
-    parser.add_argument("--steps", type=int, default=600, help="reviewer fine-tuning steps")
-    parser.add_argument("--batch_size", type=int, default=64, help="reviewer batch size")
-    parser.add_argument("--lr", type=float, default=3e-4, help="reviewer peak learning rate")
-    args = parser.parse_args()
-    seeds, device = common.check_args(parser, args)
-    common.positive(parser, rounds=args.rounds, problems=args.problems,
-                    train_problems=args.train_problems, train_samples=args.train_samples,
-                    temperature=args.temperature, steps=args.steps, batch_size=args.batch_size,
-                    lr=args.lr)
-    if args.revise_temperature < 0:
-        parser.error(f"--revise_temperature must be >= 0, got {args.revise_temperature}")
-    if args.quick:
-        args.problems, args.train_problems = min(args.problems, 20), min(args.train_problems, 40)
-        args.train_samples, args.steps = min(args.train_samples, 2), min(args.steps, 5)
-
-    task = TASKS[args.task]
-    test_problems = task.problems(args.problems, seed=0, split="test")
-    config = {k: v for k, v in vars(args).items() if k not in ("seeds", "device", "quick")}
-    rows, start = [], time.time()
-    for i, seed in enumerate(seeds):
-        rows += run_seed(args, task, test_problems, seed, device)
-        # write after every seed: an interrupted run keeps the seeds it finished
-        table = common.write_results("self_correct", args.task, seeds[:i + 1], config, rows,
-                                     time.time() - start, quick=args.quick)
-    print(table)
+    args = common.parse_args(__doc__, FLAGS, QUICK, default_task="arith")
+    common.run_seeds("self_correct", args, run_seed, FLAGS)
 
 
 if __name__ == "__main__":

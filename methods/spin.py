@@ -46,9 +46,10 @@ Arms (one line of the table per arm and iteration; step 0 = the starting model, 
              decay) on the same (x, y) pairs, the same number of optimizer steps and batch size
              as each SPIN iteration, so every real answer is seen as often. If SPIN only matched
              this, self-play would add nothing over training longer on the data.
-  spin_long  iteration 0 trained as long as all T iterations together, against the one opponent
-             theta_0 and its generations: what iterating buys over training longer. It is
-             evaluated at the same step counts as spin's iteration boundaries.
+  spin_long  iteration 0 trained as long as all T iterations together (one run of the loop at a
+             constant rate), against the one opponent theta_0 and its generations: what
+             iterating buys over training longer. It is evaluated at the same step counts as
+             spin's iteration boundaries.
 
 Metrics per step t (the model theta_t after iteration t):
   test_acc      greedy accuracy on the task's test split
@@ -74,7 +75,7 @@ What was simplified, and why:
     generate() without sampling flags (greedy unless the model's config samples).
 
 Run:
-  python methods/spin.py                     # arith, seed 0: the iteration table (~1 min on CPU)
+  python methods/spin.py                     # arith, seed 0: the iteration table (a few minutes on a CPU)
   python methods/spin.py --seeds 0,1,2       # what results/spin-arith.md was made with
   python methods/spin.py --lam 1.0           # sweep lambda (the tabular theory says: > 1/2)
   python methods/spin.py --task code         # the list-language task (prompts ~10x longer: slower)
@@ -91,19 +92,33 @@ import copy
 import math
 import os
 import sys
-import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root
 
-import torch  # noqa: E402
-from torch.nn import functional as F  # noqa: E402
-from tqdm import tqdm  # noqa: E402
+import torch
+from torch.nn import functional as F
 
-import common  # noqa: E402
-from model import autocast, completion_logprobs, encode  # noqa: E402
-from sample import generate  # noqa: E402
-from sft import base_model, finetune, lr_at  # noqa: E402
-from verify import TASKS  # noqa: E402
+import common
+from model import completion_logprobs, encode
+from sample import evaluate, generate
+from sft import base_model, finetune, train
+
+FLAGS = dict(
+    lam=(0.1, "lambda (the paper's beta): the scale of the loss's log-ratio margin"),
+    iterations=(4, "SPIN iterations T"),
+    epochs=(2.0, "epochs over the pairs per iteration"),
+    n_data=(1000, "SFT pairs SPIN plays on"),
+    n_heldout=(500, "held-out training prompts for heldout_loss, reward_acc and margin"),
+    n_test=(500, "test problems for test_acc"),
+    batch_size=(64, "pairs per optimizer step"),
+    lr=(3e-5, "learning rate (AdamW, constant after the warm-up)"),
+    warmup=(10, "linear warm-up steps", 0),
+    temperature=(1.0, "temperature of y' ~ opponent"),
+    arms=("spin,sft_more,spin_long", "arms to run, comma-separated"),
+    no_progress=(False, "no progress bars"),
+)
+QUICK = dict(iterations=2, epochs=1.0, n_data=16, n_heldout=8, n_test=8, batch_size=8)
+ARMS = ("spin", "sft_more", "spin_long")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -170,40 +185,28 @@ def frozen_copy(model):
 
 
 def spin_train(model, opponent, pairs, steps, batch_size, lr, warmup, lam, seed, desc="spin",
-               progress=True, optimizer=None, first_step=0):
-    """`steps` optimizer steps of L_SPIN on `pairs`, shuffled epoch by epoch (seeded).
-    Returns (losses, optimizer); pass the optimizer and first_step back in to continue one run
-    (spin_long) instead of starting a fresh one (a new SPIN iteration)."""
-    device = next(model.parameters()).device
-    if optimizer is None:  # the paper uses no weight decay
-        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.0)
-    rng = torch.Generator().manual_seed(seed)
+               progress=True, **loop):
+    """`steps` optimizer steps of L_SPIN on `pairs`, shuffled epoch by epoch: the repo's one
+    training loop (sft.train) with the SPIN loss, no weight decay (as the paper) and a constant
+    rate after the warm-up. Returns the loss per step."""
     order = []
-    model.train()
-    losses = []
-    bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False, mininterval=1.0)
-    for step in bar:
+
+    def spin_batch_loss(rng):
+        nonlocal order
         if len(order) < batch_size:  # a new epoch: reshuffle all pairs
             order += torch.randperm(len(pairs), generator=rng).tolist()
-        batch = [pairs[i] for i in order[:batch_size]]
-        order = order[batch_size:]
-        for g in optimizer.param_groups:  # warm up, then constant
-            g["lr"] = lr_at(first_step + step, first_step + steps, lr, warmup, min_frac=1.0)
-        with autocast(device):
-            loss, _ = batch_loss(model, opponent, batch, lam)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        losses.append(loss.item())
-        if step % 20 == 0:
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-    model.eval()
-    return losses, optimizer
+        batch, order = [pairs[i] for i in order[:batch_size]], order[batch_size:]
+        return batch_loss(model, opponent, batch, lam)[0]
+
+    return train(model, spin_batch_loss, steps, lr, warmup, weight_decay=0.0, seed=seed,
+                 final_frac=1.0, desc=desc, progress=progress, **loop)
 
 
-def steps_for(n_pairs, epochs, batch_size):
-    return max(1, math.ceil(epochs * n_pairs / batch_size))
+def steps_per_iteration(n_data, iterations, epochs, batch_size):
+    """Optimizer steps of each iteration: `epochs` passes over its pairs, which are this
+    iteration's n_data generations plus the previous iteration's (none before the first)."""
+    return [max(1, math.ceil(epochs * n_data * (1 if t == 0 else 2) / batch_size))
+            for t in range(iterations)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -224,10 +227,9 @@ def pair_metrics(model, opponent, pairs, lam, batch_size=256):
     return dict(heldout_loss=sum(losses) / n, reward_acc=sum(wins) / n, margin=sum(margins) / n)
 
 
-def accuracy(model, task, problems):
-    """Greedy exact-answer accuracy."""
-    outs = generate(model, [p.prompt for p in problems], n=1, max_new_tokens=task.max_new_tokens)
-    return sum(task.check(p, o[0]).correct for p, o in zip(problems, outs)) / len(problems)
+def accuracies(model, task, data, test):
+    return dict(test_acc=evaluate(model, task, test)["greedy_acc"],
+                train_acc=evaluate(model, task, data)["greedy_acc"])
 
 
 def same_share(model, problems, temperature, seed, max_new_tokens):
@@ -238,140 +240,99 @@ def same_share(model, problems, temperature, seed, max_new_tokens):
 
 def measure(model, opponent, task, data, test, heldout_pairs, lam, temperature, seed):
     """Every metric of one step; also returns the model's own pairs on the SFT prompts."""
-    row = dict(test_acc=accuracy(model, task, test), train_acc=accuracy(model, task, data))
+    row = accuracies(model, task, data, test)
     row.update(pair_metrics(model, opponent, heldout_pairs, lam))
     row["same"], pairs = same_share(model, data, temperature, seed, task.max_new_tokens)
     return row, pairs
 
 
 # ---------------------------------------------------------------------------------------------
-# The three arms
+# The three arms. Each returns {step: metrics} for steps 1..T (step 0 is spin's).
 
-def run_spin(start, task, data, heldout, test, args, seed, log):
-    """T iterations of SPIN from `start`. log(step, metrics) records each step."""
+def run_spin(start, task, data, heldout, test, schedule, lam, lr, warmup, batch_size,
+             temperature, seed, progress):
+    """T iterations of SPIN from `start`, and step 0 (the start against itself)."""
     model = copy.deepcopy(start)
     # step 0: the model against itself, so heldout_loss = log 2 and reward_acc = 1/2 by construction
-    opp_pairs = make_pairs(model, heldout, args.temperature, seed * 1000, task.max_new_tokens)
-    metrics, own = measure(model, frozen_copy(model), task, data, test, opp_pairs, args.lam,
-                           args.temperature, seed * 1000 + 1)
-    log(0, metrics)
-    previous = []
-    steps_per_iteration = []
-    for t in range(args.iterations):
+    opp_pairs = make_pairs(model, heldout, temperature, seed * 1000, task.max_new_tokens)
+    metrics, own = measure(model, frozen_copy(model), task, data, test, opp_pairs, lam,
+                           temperature, seed * 1000 + 1)
+    curve, previous = {0: metrics}, []
+    for t, steps in enumerate(schedule):
         opponent = frozen_copy(model)
         pairs = own + previous  # this iteration's generations + the previous iteration's
-        steps = steps_for(len(pairs), args.epochs, args.batch_size)
-        steps_per_iteration.append(steps)
-        spin_train(model, opponent, pairs, steps, args.batch_size, args.lr, args.warmup, args.lam,
-                   seed=seed * 1000 + t, desc=f"spin iter {t + 1}", progress=args.progress)
+        spin_train(model, opponent, pairs, steps, batch_size, lr, warmup, lam,
+                   seed=seed * 1000 + t, desc=f"spin iter {t + 1}", progress=progress)
         # held-out pairs from the opponent of this iteration: how well can theta_{t+1} tell them?
-        heldout_pairs = make_pairs(opponent, heldout, args.temperature, seed * 1000 + 10 * t + 2,
+        heldout_pairs = make_pairs(opponent, heldout, temperature, seed * 1000 + 10 * t + 2,
                                    task.max_new_tokens)
         previous = own
-        metrics, own = measure(model, opponent, task, data, test, heldout_pairs, args.lam,
-                               args.temperature, seed * 1000 + 10 * t + 11)
-        log(t + 1, metrics)
-    return steps_per_iteration
+        curve[t + 1], own = measure(model, opponent, task, data, test, heldout_pairs, lam,
+                                    temperature, seed * 1000 + 10 * t + 11)
+    return curve
 
 
-def run_sft_more(start, task, data, test, args, seed, steps_per_iteration, log):
+def run_sft_more(start, task, data, test, schedule, lr, warmup, batch_size, seed, progress):
     """Plain SFT on the same (x, y) pairs, the same steps per segment as spin's iterations."""
     model = copy.deepcopy(start)
     pairs = [(p.prompt, p.answer) for p in data]
-    for t, steps in enumerate(steps_per_iteration):
-        finetune(model, pairs, steps=steps, batch_size=args.batch_size, lr=args.lr,
-                 warmup=args.warmup, weight_decay=0.0, seed=seed * 1000 + t, desc=f"sft_more {t + 1}",
-                 progress=args.progress)
-        log(t + 1, dict(test_acc=accuracy(model, task, test), train_acc=accuracy(model, task, data)))
+    curve = {}
+    for t, steps in enumerate(schedule):
+        finetune(model, pairs, steps=steps, batch_size=batch_size, lr=lr, warmup=warmup,
+                 weight_decay=0.0, seed=seed * 1000 + t, desc=f"sft_more {t + 1}",
+                 progress=progress)
+        curve[t + 1] = accuracies(model, task, data, test)
+    return curve
 
 
-def run_spin_long(start, task, data, heldout, test, args, seed, steps_per_iteration, log):
+def run_spin_long(start, task, data, heldout, test, schedule, lam, lr, warmup, batch_size,
+                  temperature, seed, progress):
     """One SPIN iteration against theta_0, as long as all of spin's iterations together."""
     model = copy.deepcopy(start)
     opponent = frozen_copy(model)
     # the same samples of theta_0 as spin's first iteration (same seeds)
-    _, pairs = same_share(model, data, args.temperature, seed * 1000 + 1, task.max_new_tokens)
-    heldout_pairs = make_pairs(opponent, heldout, args.temperature, seed * 1000 + 2,
+    _, pairs = same_share(model, data, temperature, seed * 1000 + 1, task.max_new_tokens)
+    heldout_pairs = make_pairs(opponent, heldout, temperature, seed * 1000 + 2,
                                task.max_new_tokens)
-    optimizer, done, total = None, 0, sum(steps_per_iteration)
-    for t, steps in enumerate(steps_per_iteration):
-        _, optimizer = spin_train(model, opponent, pairs, steps, args.batch_size, args.lr,
-                                  args.warmup, args.lam, seed=seed * 1000 + 500 + t,
-                                  desc=f"spin_long {done + steps}/{total}", progress=args.progress,
-                                  optimizer=optimizer, first_step=done)
-        done += steps
-        metrics = dict(test_acc=accuracy(model, task, test), train_acc=accuracy(model, task, data))
-        metrics.update(pair_metrics(model, opponent, heldout_pairs, args.lam))
-        log(t + 1, metrics)
+    boundaries = [sum(schedule[:t + 1]) for t in range(len(schedule))]
+    curve = {}
+
+    def at_boundary(step):
+        curve[boundaries.index(step) + 1] = dict(
+            accuracies(model, task, data, test), **pair_metrics(model, opponent, heldout_pairs, lam))
+
+    spin_train(model, opponent, pairs, boundaries[-1], batch_size, lr, warmup, lam,
+               seed=seed * 1000 + 500, desc="spin_long", progress=progress,
+               evaluate_at=boundaries, evaluate=at_boundary)
+    return curve
 
 
 # ---------------------------------------------------------------------------------------------
 
+def run_seed(seed, task, device, quick, lam, iterations, epochs, n_data, n_heldout, n_test,
+             batch_size, lr, warmup, temperature, arms, no_progress):
+    start = base_model(task, seed=seed, device=device, quick=quick, progress=not no_progress)
+    # the SFT data: the first n_data prompts the base was trained on; held out: the next ones
+    train_set = task.problems(n_data + n_heldout, seed=seed, split="train")
+    data, heldout = train_set[:n_data], train_set[n_data:]
+    test = task.problems(n_test, seed=0, split="test")
+    schedule = steps_per_iteration(n_data, iterations, epochs, batch_size)
+    progress = not no_progress
+    run = {
+        "spin": lambda: run_spin(start, task, data, heldout, test, schedule, lam, lr, warmup,
+                                 batch_size, temperature, seed, progress),
+        "sft_more": lambda: run_sft_more(start, task, data, test, schedule, lr, warmup,
+                                         batch_size, seed, progress),
+        "spin_long": lambda: run_spin_long(start, task, data, heldout, test, schedule, lam, lr,
+                                           warmup, batch_size, temperature, seed, progress),
+    }
+    return common.run_arms(run, arms, seed)
+
+
 def main():
-    parser = common.parser_for(__doc__, default_task="arith")
-    parser.add_argument("--lam", type=float, default=0.1, help="lambda (beta): the loss's scale")
-    parser.add_argument("--iterations", type=int, default=4, help="SPIN iterations T")
-    parser.add_argument("--epochs", type=float, default=2, help="epochs over the pairs per iteration")
-    parser.add_argument("--n_data", type=int, default=1000, help="SFT pairs SPIN plays on")
-    parser.add_argument("--n_heldout", type=int, default=500,
-                        help="held-out training prompts for heldout_loss, reward_acc and margin")
-    parser.add_argument("--n_test", type=int, default=500, help="test problems for test_acc")
-    parser.add_argument("--batch_size", type=int, default=64, help="pairs per optimizer step")
-    parser.add_argument("--lr", type=float, default=3e-5, help="learning rate (AdamW, constant)")
-    parser.add_argument("--warmup", type=int, default=10, help="linear warm-up steps")
-    parser.add_argument("--temperature", type=float, default=1.0, help="temperature of y' ~ opponent")
-    parser.add_argument("--arms", default="spin,sft_more,spin_long",
-                        help="which arms to run, comma-separated (spin always runs)")
-    parser.add_argument("--no_progress", dest="progress", action="store_false",
-                        help="no progress bars")
-    args = parser.parse_args()
-    seeds, device = common.check_args(parser, args)
-    common.positive(parser, lam=args.lam, iterations=args.iterations, epochs=args.epochs,
-                    n_data=args.n_data, n_heldout=args.n_heldout, n_test=args.n_test,
-                    batch_size=args.batch_size, lr=args.lr, temperature=args.temperature)
-    if args.warmup < 0:
-        parser.error(f"--warmup must be >= 0, got {args.warmup}")
-    arms = [a.strip() for a in args.arms.split(",") if a.strip()]
-    if any(a not in ("spin", "sft_more", "spin_long") for a in arms):
-        parser.error(f"--arms takes spin, sft_more, spin_long; got {args.arms!r}")
-    if args.quick:
-        args.iterations, args.epochs = min(args.iterations, 2), min(args.epochs, 1)
-        args.n_data, args.n_heldout, args.n_test = (min(args.n_data, 16), min(args.n_heldout, 8),
-                                                    min(args.n_test, 8))
-        args.batch_size = min(args.batch_size, 8)
-
-    task = TASKS[args.task]
-    test = task.problems(args.n_test, seed=0, split="test")
-    config = {k: v for k, v in vars(args).items() if k not in ("seeds", "device", "progress")}
-    rows, start_time = [], time.time()
-    table = ""
-    for seed in seeds:
-        common.seed_everything(seed)
-        start = base_model(args.task, seed=seed, device=device, quick=args.quick,
-                           progress=args.progress)
-        # the SFT data: the first n_data prompts the base was trained on; held out: the next ones
-        train = task.problems(args.n_data + args.n_heldout, seed=seed, split="train")
-        data, heldout = train[:args.n_data], train[args.n_data:]
-
-        def logger(arm):
-            def log(step, metrics):
-                for name, value in metrics.items():
-                    rows.append(dict(arm=arm, step=step, metric=name, value=round(value, 4),
-                                     seed=seed))
-                print(f"seed {seed} {arm:<9} step {step}: " +
-                      "  ".join(f"{k} {v:.3f}" for k, v in metrics.items()), flush=True)
-            return log
-
-        steps_per_iteration = run_spin(start, task, data, heldout, test, args, seed, logger("spin"))
-        if "sft_more" in arms:
-            run_sft_more(start, task, data, test, args, seed, steps_per_iteration, logger("sft_more"))
-        if "spin_long" in arms:
-            run_spin_long(start, task, data, heldout, test, args, seed, steps_per_iteration,
-                          logger("spin_long"))
-        done = seeds[:seeds.index(seed) + 1]
-        table = common.write_results("spin", args.task, done, config, rows,
-                                     time.time() - start_time, quick=args.quick)
-    print(table)
+    args = common.parse_args(__doc__, FLAGS, QUICK, default_task="arith")
+    common.comma_list(args.arms, ARMS, "arms")  # a bad arm fails now, not after a seed
+    common.run_seeds("spin", args, run_seed, FLAGS)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import torch
 from conftest import ROOT, run_script
 from model import GPT, GPTConfig
 import reflexion as rx
+import revise
 from sample import pass_at_k
 from verify import TASKS, fmt
 
@@ -29,26 +30,47 @@ def test_feedback_and_repair_prompt_never_contain_a_hidden_test():
         # the hidden inputs (3 to 6 numbers each) that the visible prompt does not show
         secret = {fmt(xs) for xs, _ in p.tests} - {fmt(xs) for xs, _ in p.examples}
         for a in attempts + [p.answer]:
-            fb = rx.feedback_text(CODE, p, a)
-            memory = rx.repair_prompt(CODE, p.prompt, a, fb, 240)[len(p.prompt):]
+            fb = CODE.feedback(p, a)
+            memory = revise.retry_prompt(CODE, p.prompt, a, fb, 240)[len(p.prompt):]
             assert fb in memory
             for s in secret:
                 assert s not in memory
 
 
 def test_repair_prompt_format_and_it_fits_the_block():
-    assert rx.repair_prompt(ARITH, "123+45=", "861", "d2", 24) == "123+45=861;d2="
+    assert revise.prompt_limit(tiny_model(32), ARITH) == 24
+    assert revise.prompt_limit(tiny_model(256), CODE) == 240
+    assert revise.retry_prompt(ARITH, "123+45=", "861", "d2", 24) == "123+45=861;d2="
     p = CODE.problems(1, seed=0)[0]
-    text = rx.repair_prompt(CODE, p.prompt, "sort", "example 1: got [1] expected [2]", 240)
-    # the feedback line is padded with spaces to a multiple of 16 characters (batching)
-    assert text.startswith(p.prompt + "sort\nexample 1: got [1] expected [2]")
-    assert text.endswith("\nprog: ") and len(text) % 16 == 0
-    assert text[len(p.prompt):].replace(" ", "") == "sort\nexample1:got[1]expected[2]\nprog:"
-    # a long, garbled memory is cut so the prompt never exceeds the limit
-    long = rx.repair_prompt(ARITH, "999+999=", "\ufffd" + "9" * 40, "not a number", 24)
-    assert len(long) <= 24 and long.endswith("=") and long.isascii()
-    assert rx.feedback_text(ARITH, ARITH.problems(1, seed=0)[0], "0") in ("d1", "d2", "d3",
-                                                                            "d4", "too short")
+    text = revise.retry_prompt(CODE, p.prompt, "sort", "example 1: got [1] expected [2]", 240)
+    assert text == p.prompt + "sort\nexample 1: got [1] expected [2]\nprog: "  # no padding
+    # too long: the memory is cut from its end, the feedback first, then the attempt
+    cut = revise.retry_prompt(ARITH, "999+999=", "9" * 12, "not a number", 24)
+    assert cut == "999+999=" + "9" * 12 + ";no="
+    long = revise.retry_prompt(ARITH, "999+999=", "\ufffd" + "9" * 40, "not a number", 24)
+    assert long == "999+999=" + "9" * 14 + ";="
+    # garbled bytes are dropped from the attempt and from the feedback that quotes it
+    assert revise.retry_prompt(CODE, "prog: ", "s\ufffdo", "syntax error: s\ufffdo", 240) == \
+        "prog: so\nsyntax error: so\nprog: "
+    assert ARITH.feedback(ARITH.problems(1, seed=0)[0], "0") in ("d1", "d2", "d3", "d4",
+                                                                 "too short")
+
+
+def test_repair_pairs_teach_a_fix_for_every_failing_attempt_with_and_without_feedback():
+    p, q = ARITH.problems(2, seed=0, split="train")
+    wrong = "0" if p.answer != "0" else "1"
+    attempts = [[(p.answer, True), (wrong, False)], [(wrong, False)]]  # q: never solved
+
+    def retry(a, fb):
+        return revise.retry_prompt(ARITH, p.prompt, a, fb, 24)
+
+    assert revise.retry_pairs(ARITH, [p, q], attempts, 24, with_feedback=True) == [
+        (retry(p.answer, "?"), p.answer),                       # a right attempt: keep it
+        (retry(wrong, ARITH.feedback(p, wrong)), p.answer),     # a wrong one: fix it ...
+        (retry(wrong, "?"), p.answer)]                          # ... with or without feedback
+    # --quick only: the reference answer stands in where the model never solved the problem
+    ref = revise.retry_pairs(ARITH, [q], attempts[1:], 24, with_feedback=True, use_reference=True)
+    assert [target for _, target in ref] == [q.answer, q.answer]
 
 
 def test_resample_at_trial_t_is_pass_at_t_plus_1_of_the_same_samples():
@@ -75,16 +97,16 @@ def test_oracle_stopped_loop_never_revisits_a_solved_problem():
     problems = CODE.problems(8, seed=1, split="test")
     first = [p.answer if i % 2 == 0 else "rev" for i, p in enumerate(problems)]
     stop = lambda p, a: CODE.check(p, a).correct  # noqa: E731
-    attempts = rx.run_loop(tiny_model(256), CODE, problems, first, trials=3, temperature=1.0,
-                           seed=0, stop=stop, with_feedback=True)
+    attempts = revise.run_loop(tiny_model(256), CODE, problems, first, rounds=3,
+                               temperature=1.0, seed=0, stop=stop, with_feedback=True)
     assert len(attempts) == 4 and attempts[0] == first
     for i, p in enumerate(problems):
         for t in range(1, 4):
             if stop(p, attempts[t - 1][i]):
                 assert attempts[t][i] == attempts[t - 1][i]
     # without a stop rule the same loop rewrites solved problems too
-    never = rx.run_loop(tiny_model(256), CODE, problems, first, trials=1, temperature=1.0,
-                        seed=0, stop=lambda p, a: False, with_feedback=False)
+    never = revise.run_loop(tiny_model(256), CODE, problems, first, rounds=1, temperature=1.0,
+                            seed=0, stop=revise.never, with_feedback=False)
     assert never[1][::2] != first[::2]
 
 

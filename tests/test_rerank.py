@@ -8,6 +8,7 @@ import torch
 from conftest import ROOT, run_script
 from model import GPT, GPTConfig
 import rerank
+import sft
 from sample import majority_vote, pass_at_k
 
 
@@ -47,7 +48,7 @@ def test_top_k_clusters_filter_out_a_rare_answer_the_verifier_likes():
 def test_pass_at_n_from_the_same_samples_equals_the_estimator_and_brute_force():
     correct = [False, True, False, False, True, False, False, False]
     answers = [str(i) for i in range(8)]
-    scores = {"": [0.5] * 8}
+    scores = {"verifier": [0.5] * 8}
     for n in (1, 2, 4, 8):
         acc = rerank.per_problem_accuracy(answers, correct, scores, n)
         # brute force: the share of all n-subsets of the 8 samples that hold a correct one
@@ -60,11 +61,22 @@ def test_pass_at_n_from_the_same_samples_equals_the_estimator_and_brute_force():
 def test_groups_are_disjoint_slices_of_n_samples():
     # 4 samples, N = 2: groups ("7", "7") and ("8", "9"); maj picks "7" (right), then "8" (wrong)
     answers, correct = ["7", "7", "8", "9"], [True, True, False, True]
-    scores = {"": [0.1, 0.1, 0.2, 0.9], "small_": [0.9, 0.1, 0.9, 0.1]}
+    scores = {"verifier": [0.1, 0.1, 0.2, 0.9], "small_verifier": [0.9, 0.1, 0.9, 0.1]}
     acc = rerank.per_problem_accuracy(answers, correct, scores, 2)
     assert acc["maj"] == 0.5 and acc["rr_all"] == 1.0 and acc["rr_top2"] == 1.0
     assert acc["small_rr_all"] == 0.5  # picks "7" (right), then "8" (wrong)
     assert rerank.per_problem_accuracy(answers, correct, scores, 4)["maj"] == 1.0
+
+
+def test_the_verifier_table_makes_every_arm_and_only_those():
+    assert rerank.ARMS == ("pass@1", "maj", "rr_all", "rr_top2", "rr_top4", "rr_top8", "weighted",
+                           "xent_rr_all", "xent_rr_top4", "xent_weighted",
+                           "small_rr_all", "small_rr_top4", "small_weighted", "pass@N")
+    answers = ["1", "2", "2", "3"]
+    picks = rerank.arm_picks(answers, {name: [0.1, 0.2, 0.3, 0.4] for name in rerank.VERIFIERS})
+    assert set(picks) == set(rerank.ARMS) - {"pass@1", "pass@N"}
+    assert picks["maj"] == 1 and picks["rr_all"] == picks["small_rr_all"] == 3
+    assert picks["rr_top2"] == 2 and picks["xent_weighted"] == 1  # "2" sums 0.5 > 0.4
 
 
 def test_auc_and_bootstrap_on_hand_computed_cases():
@@ -100,6 +112,9 @@ def test_margin_groups_keep_only_problems_with_a_right_and_a_wrong_sample():
     examples = [("a", "1", True), ("a", "2", False), ("a", "3", False), ("b", "4", True),
                 ("c", "5", False), ("a", "1", True)]
     assert rerank.margin_groups(examples) == [("a", ["1", "1"], ["2", "3"])]
+    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=32))
+    with pytest.raises(ValueError, match="margin loss needs"):  # no problem gives a pair
+        rerank.train_verifier(model, examples[3:5], 2, 4, 1e-3, 0, loss="margin", progress=False)
 
 
 def test_margin_loss_is_hand_computable():
@@ -117,19 +132,28 @@ def test_margin_loss_is_hand_computable():
             return logits, None
     groups = [("1+1=", ["2"], ["3"])]
     rng = torch.Generator().manual_seed(0)
-    loss = rerank.verifier_loss(Fixed(), None, groups, "margin", 4, rng, margin=1.0)
+    loss = rerank.margin_loss(Fixed(), groups, 4, rng, margin=1.0)
     # log S(right) = log sigmoid(2) = -0.1269, log S(wrong) = log sigmoid(0) = -0.6931
     # max(0, -0.6931 + 0.1269 + 1) = 0.4338
     assert loss.item() == pytest.approx(0.4338, abs=1e-4)
+    # cross-entropy on single samples: -log sigmoid(2) = 0.1269 for a right "2" labelled right,
+    # -log(1 - sigmoid(0)) = 0.6931 for a "3" labelled wrong
+    assert rerank.xent_loss(Fixed(), [("1+1=", "2", True)], 4, rng).item() == pytest.approx(
+        0.1269, abs=1e-4)
+    assert rerank.xent_loss(Fixed(), [("1+1=", "3", False)], 4, rng).item() == pytest.approx(
+        0.6931, abs=1e-4)
 
 
 @pytest.mark.parametrize("loss", ["xent", "margin"])
-def test_train_verifier_learns_to_prefer_the_right_answer(loss, one_thread):
+def test_train_verifier_learns_to_prefer_the_right_answer(loss, one_thread, monkeypatch):
     torch.manual_seed(0)
     model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=32))
     examples = [("1+1=", "2", True), ("1+1=", "3", False)] * 8
+    calls = []  # the verifier trains in the repo's one loop, sft.train
+    monkeypatch.setattr(rerank, "train", lambda *a, **k: calls.append(a) or sft.train(*a, **k))
     losses = rerank.train_verifier(model, examples, steps=40, batch_size=8, lr=3e-3, warmup=5,
                                    loss=loss, progress=False)
+    assert len(calls) == 1 and calls[0][0] is model and len(losses) == 40
     assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5
     with torch.no_grad():
         z = rerank.verifier_logit(model, ["1+1=", "1+1="], ["2", "3"])
@@ -142,7 +166,7 @@ def test_rerank_quick_runs_end_to_end_and_writes_results():  # ~6 s on one threa
     with open(os.path.join(ROOT, "out", "quick-results", "rerank-arith.json")) as f:
         res = json.load(f)
     arms = {row["arm"] for row in res["rows"]}
-    assert set(rerank.ARMS) <= arms and set(rerank.VERIFIERS.values()) <= arms
+    assert set(rerank.ARMS) <= arms and set(rerank.VERIFIERS) <= arms
     by = {(row["arm"], row["step"], row["metric"]): row["value"] for row in res["rows"]}
     for n in (1, 4, 8):
         assert by[("pass@1", n, "test_acc")] <= by[("pass@N", n, "test_acc")] + 1e-9

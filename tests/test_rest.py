@@ -1,4 +1,3 @@
-import argparse
 import json
 import os
 
@@ -6,8 +5,9 @@ import pytest
 import torch
 
 from conftest import ROOT, run_script
-from model import GPT, GPTConfig
+from model import GPT, GPTConfig, encode
 import rest
+from sample import evaluate
 from verify import TASKS
 
 
@@ -18,6 +18,7 @@ def run(*args):
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 ARITH = TASKS["arith"]
+TUNE = dict(steps=2, batch_size=4, warmup=1, progress=False)  # finetune's other settings
 
 
 def tiny_model(seed=0, block_size=64):
@@ -25,11 +26,8 @@ def tiny_model(seed=0, block_size=64):
     return GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=block_size))
 
 
-def tiny_args(**kw):
-    a = dict(samples=3, temperature=0.8, grows=2, thresholds=[0.0, 0.5], steps=2, batch_size=4,
-             lr=1e-3, lr_decay=0.5, warmup=1, quick=True)
-    a.update(kw)
-    return argparse.Namespace(**a)
+def oracle(problems, completions):
+    return [ARITH.check(p, c).reward for p, c in zip(problems, completions)]
 
 
 def test_filter_keeps_exactly_the_samples_strictly_above_the_threshold():
@@ -40,15 +38,24 @@ def test_filter_keeps_exactly_the_samples_strictly_above_the_threshold():
     assert rest.above(data, 1.0) == []
 
 
+def test_thresholds_must_rise_strictly_inside_0_1():
+    assert rest.parse_thresholds("0,0.5,0.7,0.9") == [0.0, 0.5, 0.7, 0.9]
+    assert rest.parse_thresholds(" 0.2 ,") == [0.2]
+    for bad in ["", "a", "0.5,0.2", "0.5,0.5", "0,1", "-0.1"]:
+        with pytest.raises(ValueError):
+            rest.parse_thresholds(bad)
+
+
 def test_grow_keeps_the_reference_data_in_the_mixture_and_scores_everything():
     train = ARITH.problems(5, seed=0)
     seen = []
 
     def reward_fn(problems, completions):
         seen.append(len(completions))
-        return [ARITH.check(p, c).reward for p, c in zip(problems, completions)]
+        return oracle(problems, completions)
 
-    data = rest.grow(tiny_model(), ARITH, train, tiny_args(), seed=0, reward_fn=reward_fn)
+    data = rest.grow(tiny_model(), ARITH, train, samples=3, temperature=0.8, seed=0,
+                     reward_fn=reward_fn)
     assert len(data) == 5 * (3 + 1) and seen == [20]  # one batched call for all of D_g
     for p in train:
         assert (p.prompt, p.answer, 1.0) in data  # the reference answer, reward 1
@@ -57,41 +64,71 @@ def test_grow_keeps_the_reference_data_in_the_mixture_and_scores_everything():
 def test_improve_steps_continue_from_the_last_policy_at_a_decaying_lr(monkeypatch):
     base = tiny_model()
     train = ARITH.problems(4, seed=0)
-    calls = []
+    calls, grown = [], []
 
     def fake_finetune(model, pairs, steps, batch_size, lr, warmup, seed, desc, progress):
-        calls.append((model, lr, len(pairs)))
+        calls.append((model, lr, len(pairs), seed))
         with torch.no_grad():
             model.lm_head.weight.add_(1.0)  # mark the model as trained
 
-    def all_good(problems, completions):
-        return [1.0] * len(completions)
+    def grow_fn(policy, seed):
+        grown.append((policy, seed))
+        return rest.grow(policy, ARITH, train, samples=3, temperature=0.8, seed=seed,
+                         reward_fn=lambda problems, completions: [1.0] * len(completions))
 
     monkeypatch.setattr(rest, "finetune", fake_finetune)
-    monkeypatch.setattr(rest, "evaluate_policy", lambda *a: {"test_reward": 0.0})
     before = base.lm_head.weight.clone()
-    rows = rest.run_rest("rest", base, ARITH, train, train, None, tiny_args(), seed=0,
-                         reward_fn=all_good)
-    assert [lr for _, lr, _ in calls] == pytest.approx([1e-3, 5e-4, 2.5e-4, 1.25e-4])
-    assert all(n == 4 * (3 + 1) for _, _, n in calls)  # all samples and the reference data
+    curve = rest.run_rest("rest", base, grow_fn, lambda policy: {"test_reward": 0.0}, grows=2,
+                          thresholds=[0.0, 0.5], lr=1e-3, lr_decay=0.5, seed=3, **TUNE)
+    assert [lr for _, lr, _, _ in calls] == pytest.approx([1e-3, 5e-4, 2.5e-4, 1.25e-4])
+    assert [s for _, _, _, s in calls] == [3001, 3002, 3003, 3004]
+    assert all(n == 4 * (3 + 1) for _, _, n, _ in calls)  # all samples and the reference data
     assert torch.equal(base.lm_head.weight, before)  # the base itself is never trained
     # each step starts from the previous one: after step i the weights moved by i
     assert torch.allclose(calls[-1][0].lm_head.weight, before + 4.0)
-    arms = sorted({(r["arm"], r["grow"], r["step"]) for r in rows})
-    assert arms == [("rest_g1", 1, 1), ("rest_g1", 1, 2), ("rest_g2", 2, 3), ("rest_g2", 2, 4)]
+    # Grow 1 samples the base, Grow 2 the policy of the last Improve step of Grow 1
+    assert grown[0][0] is base and grown[1][0] is calls[1][0]
+    assert [s for _, s in grown] == [3001, 3002]
+    assert list(curve) == [(1, 1), (1, 2), (2, 3), (2, 4)]
+    assert [m["tau"] for m in curve.values()] == [0.0, 0.5, 0.0, 0.5]
+    assert all(m["kept"] == 16 and m["test_reward"] == 0.0 for m in curve.values())
 
 
 def test_an_improve_step_with_nothing_above_the_threshold_is_reported_not_a_crash():
     train = ARITH.problems(3, seed=0)
     messages = []
 
-    def zero(problems, completions):
-        return [0.0] * len(completions)
+    def grow_fn(policy, seed):
+        return rest.grow(policy, ARITH, train, samples=3, temperature=0.8, seed=seed,
+                         reward_fn=lambda problems, completions: [0.0] * len(completions))
 
-    rows = rest.run_rest("rest", tiny_model(), ARITH, train, train, None,
-                         tiny_args(grows=1), seed=0, reward_fn=zero, log=messages.append)
+    curve = rest.run_rest("rest", tiny_model(), grow_fn,
+                          lambda policy: rest.evaluate_policy(policy, ARITH, train, None),
+                          grows=1, thresholds=[0.0, 0.5], lr=1e-3, lr_decay=0.5, seed=0,
+                          log=messages.append, **TUNE)
     assert len(messages) == 2 and "no sample has reward above 0.0" in messages[0]
-    assert [r["value"] for r in rows if r["metric"] == "kept"] == [0, 0]
+    assert [m["kept"] for m in curve.values()] == [0, 0]
+
+
+def test_evaluate_policy_scores_the_greedy_answers_with_the_oracle_and_the_proxy():
+    test = ARITH.problems(6, seed=0, split="test")
+    policy, rm = tiny_model(), tiny_model(seed=1)
+    r = rest.evaluate_policy(policy, ARITH, test, rm)
+    assert set(r) == {"test_reward", "test_acc", "proxy_reward"}
+    assert r["test_acc"] == evaluate(policy, ARITH, test)["greedy_acc"]
+    assert 0.0 <= r["test_acc"] <= r["test_reward"] <= 1.0  # correct means reward 1
+    assert 0.0 <= r["proxy_reward"] <= 1.0
+    assert "proxy_reward" not in rest.evaluate_policy(policy, ARITH, test, None)
+
+
+def test_reward_model_is_a_trained_copy_and_leaves_the_base_untouched():
+    base = tiny_model()
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+    rm = rest.train_reward_model(base, ARITH, rm_problems=4, rm_samples=2, rm_steps=2,
+                                 temperature=0.8, batch_size=4, lr=1e-3, warmup=1, seed=0,
+                                 progress=False)
+    assert all(torch.equal(before[k], v) for k, v in base.state_dict().items())
+    assert not torch.equal(rm.lm_head.weight, base.lm_head.weight)
 
 
 def test_reward_model_score_is_the_expected_digit_and_ignores_padding():
@@ -101,13 +138,22 @@ def test_reward_model_score_is_the_expected_digit_and_ignores_padding():
     alone = rest.reward_model_scores(rm, prompts[:1], completions[:1])
     assert together[0] == pytest.approx(alone[0], abs=1e-6)  # right padding changes nothing
     # by hand: softmax over the logits of "0".."6" after the cue, weighted by k / 6
-    from model import encode
     ids = torch.tensor([encode(rest.score_text(prompts[0], completions[0]))])
     with torch.no_grad():
         logits = rm(ids)[0][0, -1]
     p = torch.softmax(logits[[encode(str(k))[0] for k in range(7)]], dim=-1)
     assert alone[0] == pytest.approx(float((p * torch.arange(7) / 6).sum()), abs=1e-6)
     assert all(0.0 <= s <= 1.0 for s in together)
+
+
+def test_run_seed_without_the_proxy_runs_only_the_oracle_arm():
+    hyper = {name: spec[0] for name, spec in rest.FLAGS.items()}
+    hyper.update(rest.QUICK, no_proxy=True, grows=1, thresholds="0,0.5")
+    rows = rest.run_seed(0, ARITH, "cpu", True, **hyper)
+    assert sorted({(r["arm"], r["grow"], r["step"]) for r in rows}) == [
+        ("base", 0, 0), ("rest_g1", 1, 1), ("rest_g1", 1, 2)]
+    assert "proxy_reward" not in {r["metric"] for r in rows}
+    assert all("seed" not in r for r in rows)  # common.run_seeds adds it
 
 
 def test_quick_run_end_to_end_writes_results():
@@ -119,11 +165,13 @@ def test_quick_run_end_to_end_writes_results():
     metrics = {row["metric"] for row in res["rows"]}
     assert arms == {"base", "rest_g1", "rest_g2", "rest_proxy_g1", "rest_proxy_g2"}
     assert {"test_reward", "test_acc", "proxy_reward", "kept", "tau"} <= metrics
+    assert all(row["seed"] == 0 for row in res["rows"])
     assert "| rest_g2 | 2 | 8 |" in r.stdout
 
 
 @pytest.mark.parametrize("args", [["--task", "chess"], ["--thresholds", "0.5,0.2"],
-                                  ["--thresholds", "a"], ["--lr_decay", "2"], ["--steps", "0"]])
+                                  ["--thresholds", "a"], ["--lr_decay", "2"], ["--steps", "0"],
+                                  ["--warmup", "-1"], ["--temperature", "nan"]])
 def test_bad_flags_get_one_line_errors(args):
     r = run("methods/rest.py", "--quick", *args)
     assert r.returncode == 2

@@ -6,6 +6,7 @@ import torch
 
 from conftest import ROOT, run_script
 from model import GPT, GPTConfig
+import revise
 import self_correct as sc
 from verify import TASKS
 
@@ -31,28 +32,41 @@ def test_transitions_match_a_hand_built_case_and_sum_to_one():
         sc.transitions([True], [True, False])
 
 
-def test_review_prompt_is_the_compact_format_and_fits_the_arith_block():
-    assert sc.review_prompt(ARITH, "123+45=", "861") == "123+45=861?"
-    # the longest prompt and the longest answer the base may write still leave room to answer
-    longest = sc.review_prompt(ARITH, "999+999=", "x" * ARITH.max_new_tokens)
-    assert len(longest) + 5 <= 32
+def test_review_prompt_is_the_retry_prompt_without_feedback_and_fits_the_arith_block():
+    limit = revise.prompt_limit(tiny_model(), ARITH)
+    assert revise.retry_prompt(ARITH, "123+45=", "861", "?", limit) == "123+45=861;?="
+    # the longest prompt and the longest answer the base may write still leave room to answer,
+    # uncut
+    longest = revise.retry_prompt(ARITH, "999+999=", "x" * ARITH.max_new_tokens, "?", limit)
+    assert longest == "999+999=" + "x" * ARITH.max_new_tokens + ";?=" and len(longest) + 5 <= 32
     # garbled bytes are dropped, so characters are tokens
-    assert sc.review_prompt(ARITH, "1+1=", "2\ufffd") == "1+1=2?"
+    assert revise.retry_prompt(ARITH, "1+1=", "2\ufffd", "?", limit) == "1+1=2;?="
+
+
+def test_review_pairs_keep_a_right_answer_and_replace_a_wrong_one():
+    p, q = ARITH.problems(2, seed=0, split="train")
+    wrong = "0" if p.answer != "0" else "1"
+    attempts = [[(wrong, False), (p.answer, True), (wrong, False)], [(wrong, False)]]
+    pairs = revise.retry_pairs(ARITH, [p, q], attempts, 24, with_feedback=False)
+    review = revise.retry_prompt(ARITH, p.prompt, wrong, "?", 24)
+    assert pairs == [(review, p.answer), (p.prompt + p.answer + ";?=", p.answer),
+                     (review, p.answer)]  # q, never solved, gives nothing
 
 
 def test_oracle_stop_never_revisits_a_right_answer():
     problems = ARITH.problems(12, seed=3, split="test")
     first = [p.answer if i % 2 == 0 else "0" for i, p in enumerate(problems)]
-    history = sc.run_oracle_stop(tiny_model(), ARITH, problems, first, rounds=3,
-                                 temperature=1.0, seed=0)
+    oracle = lambda p, a: ARITH.check(p, a).correct  # noqa: E731
+    history = revise.run_loop(tiny_model(), ARITH, problems, first, rounds=3, temperature=1.0,
+                              seed=0, stop=oracle, with_feedback=False)
     assert len(history) == 4 and history[0] == first
     for i, p in enumerate(problems):
         for r in range(1, 4):
             if ARITH.check(p, history[r - 1][i]).correct:
                 assert history[r][i] == history[r - 1][i]
     # ... while intrinsic revises everything, right answers included
-    intrinsic = sc.run_intrinsic(tiny_model(), ARITH, problems, first, rounds=1,
-                                 temperature=1.0, seed=0)
+    intrinsic = revise.run_loop(tiny_model(), ARITH, problems, first, rounds=1, temperature=1.0,
+                                seed=0, stop=revise.never, with_feedback=False)
     assert any(a != b for a, b in zip(intrinsic[1][::2], first[::2]))
 
 

@@ -8,6 +8,7 @@ import torch
 
 from conftest import ROOT
 from model import GPT, GPTConfig, pack
+import common
 import sft
 from verify import TASKS
 
@@ -42,18 +43,20 @@ def test_finetune_lowers_the_loss_on_a_fixed_batch():
 
 
 def test_base_model_is_cached_and_reloaded_identically(tmp_path, monkeypatch):
-    monkeypatch.setattr(sft.common, "OUT", str(tmp_path))
-    a = sft.base_model("arith", seed=0, quick=True, progress=False)
+    monkeypatch.setattr(common, "OUT", str(tmp_path))
+    arith = TASKS["arith"]
+    a = sft.base_model(arith, seed=0, quick=True, progress=False)
     files = os.listdir(tmp_path)
     assert len(files) == 1 and files[0].endswith(".pt")  # no temporary file left behind
-    b = sft.base_model("arith", seed=0, quick=True, progress=False)
+    b = sft.base_model(arith, seed=0, quick=True, progress=False)
     for (na, pa), (nb, pb) in zip(a.state_dict().items(), b.state_dict().items()):
         assert na == nb and torch.equal(pa, pb)
     # another seed is another model; a corrupt cache file is retrained, not a crash
-    assert sft.base_path("arith", 1, quick=True) != sft.base_path("arith", 0, quick=True)
-    with open(sft.base_path("arith", 0, quick=True), "wb") as f:
+    sft.base_model(arith, seed=1, quick=True, progress=False)
+    assert len(os.listdir(tmp_path)) == 2
+    with open(tmp_path / files[0], "wb") as f:
         f.write(b"truncated")
-    c = sft.base_model("arith", seed=0, quick=True, progress=False)
+    c = sft.base_model(arith, seed=0, quick=True, progress=False)
     assert torch.equal(c.lm_head.weight, a.lm_head.weight)  # same seed, same training
 
 

@@ -93,8 +93,8 @@ def test_opponent_never_changes_during_an_iteration_while_the_model_does():
     opponent = spin.frozen_copy(model)
     before = {k: v.clone() for k, v in opponent.state_dict().items()}
     pairs = list(zip(PROMPTS, REAL, GEN))
-    losses, _ = spin.spin_train(model, opponent, pairs, steps=5, batch_size=2, lr=1e-2, warmup=1,
-                                lam=0.1, seed=0, progress=False)
+    losses = spin.spin_train(model, opponent, pairs, steps=5, batch_size=2, lr=1e-2, warmup=1,
+                             lam=0.1, seed=0, progress=False)
     assert len(losses) == 5 and losses[0] == pytest.approx(math.log(2), abs=1e-6)
     for k, v in opponent.state_dict().items():
         assert torch.equal(v, before[k]), k

@@ -64,6 +64,7 @@ def test_replace_block_keeps_the_hand_written_text(tmp_path):
 def test_run_all_counts_only_default_runs_of_the_current_code():
     assert run_all.default_run(["--task", "arith", "--seeds", "0,1,2"])
     assert run_all.default_run(["--seeds", "0,1,2"])
+    assert run_all.default_run(["--task", "code", "--seeds", "0,1,2", "--device", "cpu"])
     assert not run_all.default_run(["--seeds", "0,1,2", "--steps", "10"])
     assert not run_all.default_run(["--quick"])
     assert not run_all.default_run(None)   # results written before the field existed
