@@ -1,8 +1,9 @@
 """Sampling from the model, and the two estimators every method reports against.
 
-- `generate`: n completions for each prompt. Prompts of equal length are prefilled together in
-  one forward; the KV cache is then copied to n rows, so the prompt is never recomputed per sample.
-  Each step feeds one token per row. Temperature 0 is argmax; otherwise softmax(logits / T),
+- `generate`: n completions for each prompt. Prompts are prefilled together in one forward
+  (shorter ones left-padded, the padding masked out and each row's positions counted from its
+  own first token); the KV cache is then copied to n rows, so a prompt is never recomputed per
+  sample. Each step feeds one token per row. Temperature 0 is argmax; otherwise softmax(logits / T),
   optionally cut to the top k, drawn with an explicit torch.Generator: same seed, same samples.
   A row stops at <|endoftext|>.
 - `pass_at_k`: the unbiased estimator of Chen et al. (2021): with n samples of which c are
@@ -21,7 +22,7 @@ Without --ckpt it samples from the newest cached base model of the task in out/ 
 """
 import argparse
 import math
-from collections import Counter, defaultdict
+from collections import Counter
 
 import numpy as np
 import torch
@@ -33,47 +34,57 @@ from model import EOT, KVCache, decode, encode
 def generate(model, prompts, n=1, max_new_tokens=32, temperature=0.0, top_k=None, seed=0,
              max_rows=512):
     """n completions for each prompt -> list (one per prompt) of n strings, prompt stripped and
-    cut at <|endoftext|>. `max_rows` bounds how many sequences decode at once (memory)."""
-    if temperature < 0:
-        raise ValueError("temperature must be >= 0")
+    cut at <|endoftext|>. Prompts are sorted by length and decoded in chunks of at most
+    `max_rows` sequences (memory); a chunk's shorter prompts are left-padded (KVCache.pad)."""
+    if not (temperature >= 0 and math.isfinite(temperature)):
+        raise ValueError(f"temperature must be a finite number >= 0, got {temperature}")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     model.eval()
     device = next(model.parameters()).device
     gen = torch.Generator(device=device).manual_seed(seed)
-    out = [None] * len(prompts)
-    # equal-length prompts share one prefill with no padding, so the batched result is exact
-    by_length = defaultdict(list)
-    for i, p in enumerate(prompts):
-        by_length[len(encode(p))].append(i)
+    ids = [encode(p) for p in prompts]
+    if any(not x for x in ids):
+        raise ValueError("an empty prompt: give the model something to continue")
+    order = sorted(range(len(prompts)), key=lambda i: len(ids[i]))  # little padding per chunk
     per_chunk = max(1, max_rows // n)
-    for length in sorted(by_length):
-        ids = by_length[length]
-        for s in range(0, len(ids), per_chunk):
-            chunk = ids[s:s + per_chunk]
-            idx = torch.tensor([encode(prompts[i]) for i in chunk], device=device)  # (B, L)
-            rows = _decode(model, idx, n, max_new_tokens, temperature, top_k, gen)
-            for j, i in enumerate(chunk):
-                out[i] = rows[j * n:(j + 1) * n]
+    out = [None] * len(prompts)
+    for s in range(0, len(order), per_chunk):
+        chunk = order[s:s + per_chunk]
+        L = max(len(ids[i]) for i in chunk)
+        pad = torch.tensor([L - len(ids[i]) for i in chunk], device=device)  # (B,)
+        idx = torch.tensor([[EOT] * (L - len(ids[i])) + ids[i] for i in chunk],
+                           device=device)  # (B, L), left-padded
+        rows = _decode(model, idx, pad if bool(pad.any()) else None, n, max_new_tokens,
+                       temperature, top_k, gen)
+        for j, i in enumerate(chunk):
+            out[i] = rows[j * n:(j + 1) * n]
     return out
 
 
-def _decode(model, idx, n, max_new_tokens, temperature, top_k, gen):
+def _decode(model, idx, pad, n, max_new_tokens, temperature, top_k, gen):
+    """Prefill the (B, L) prompts once, copy the cache to n rows each, then one token per row
+    per step until every row has ended (or max_new_tokens). Returns B*n strings."""
     B, L = idx.shape
     block = model.config.block_size
     if L >= block:
         raise ValueError(f"prompt of {L} tokens does not fit block_size {block}")
     max_new_tokens = min(max_new_tokens, block - L)
-    cache = KVCache(model.config, B, L + max_new_tokens, idx.device, torch.float32)
+    cache = KVCache(model.config, B, L + max_new_tokens, idx.device, pad=pad)
     logits, _ = model(idx, cache=cache)  # (B, L, vocab): prefill once per prompt
     logits = logits[:, -1].repeat_interleave(n, dim=0)  # (B*n, vocab)
     cache.repeat(n)  # the n samples of a prompt share its prefix
     done = torch.zeros(B * n, dtype=torch.bool, device=idx.device)
+    # asking "has every row ended?" makes a GPU wait for its queue: ask every 8 steps there,
+    # every step on the CPU, where the answer is free
+    check_every = 1 if idx.device.type == "cpu" else 8
     steps = []
     for t in range(max_new_tokens):
         nxt = _pick(logits.float(), temperature, top_k, gen)  # (B*n,)
         nxt = torch.where(done, torch.full_like(nxt, EOT), nxt)
         steps.append(nxt)
         done |= nxt == EOT
-        if bool(done.all()) or t == max_new_tokens - 1:
+        if t == max_new_tokens - 1 or (t % check_every == check_every - 1 and bool(done.all())):
             break
         logits, _ = model(nxt.unsqueeze(1), cache=cache)  # (B*n, 1, vocab)
         logits = logits[:, -1]
@@ -117,19 +128,30 @@ def majority_vote(answers):
     return next(a for a in answers if counts[a] == best)
 
 
-def evaluate(model, task, problems, n=0, temperature=0.8, top_k=None, seed=0, ks=(1,)):
+def evaluate(model, task, problems, n=0, temperature=0.8, top_k=None, seed=0, ks=(1,),
+             vote=False):
     """Greedy accuracy on `problems` and, with n > 0 samples per problem at `temperature`, the
-    unbiased pass@k for every k in ks. Returns {"greedy_acc": .., "pass@1": .., ...}.
+    unbiased pass@k for every k in ks (and with vote, maj@n: how often the majority answer of
+    the n samples is right). Returns {"greedy_acc": .., "pass@1": .., ...}.
     This is the one place greedy accuracy is computed; `greedy` gives the answers too."""
     result = {"greedy_acc": float(np.mean(greedy(model, task, problems)[1]))}
     if n > 0:
-        samples = generate(model, [p.prompt for p in problems], n=n,
-                           max_new_tokens=budget(task, problems), temperature=temperature,
-                           top_k=top_k, seed=seed)
-        correct = [sum(task.check(p, s).correct for s in ss) for p, ss in zip(problems, samples)]
+        samples, correct = sample_and_check(model, task, problems, n, temperature, top_k, seed)
         for k in ks:
-            result[f"pass@{k}"] = float(np.mean([pass_at_k(n, c, k) for c in correct]))
+            result[f"pass@{k}"] = float(np.mean([pass_at_k(n, sum(c), k) for c in correct]))
+        if vote:
+            result[f"maj@{n}"] = float(np.mean([task.check(p, majority_vote(ss)).correct
+                                                for p, ss in zip(problems, samples)]))
     return result
+
+
+def sample_and_check(model, task, problems, n, temperature, top_k=None, seed=0, max_rows=512):
+    """n samples per problem and the oracle's verdict on each: (samples, correct), both lists
+    (one per problem) of n items."""
+    samples = generate(model, [p.prompt for p in problems], n=n,
+                       max_new_tokens=budget(task, problems), temperature=temperature,
+                       top_k=top_k, seed=seed, max_rows=max_rows)
+    return samples, [[task.check(p, s).correct for s in ss] for p, ss in zip(problems, samples)]
 
 
 def greedy(model, task, problems):
@@ -145,7 +167,7 @@ def budget(task, problems):
     return max(task.max_tokens(p.difficulty) for p in problems)
 
 
-def main():
+def main(argv=None):
     import common
     parser = common.Parser(description=__doc__.split("\n\n")[0],
                            formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -164,7 +186,7 @@ def main():
     parser.add_argument("--problems", type=int, default=500, help="test problems for --eval")
     parser.add_argument("--k", type=int, default=16, help="k of pass@k for --eval (n = k samples)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     from model import CheckpointError, VOCAB_SIZE, load, pick_device
     from verify import TASKS

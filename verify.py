@@ -40,7 +40,6 @@ Usage:
 import argparse
 import random
 import re
-import sys
 import zlib
 from dataclasses import dataclass, field
 

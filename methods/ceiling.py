@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 import numpy as np
 
 import common
-from sample import generate, greedy, pass_at_k
+from sample import greedy, pass_at_k, sample_and_check
 from sft import base_model
 
 FLAGS = dict(
@@ -53,10 +53,9 @@ def run_seed(seed, task, device, quick, problems, samples, temperature, ks, pref
     model = base_model(task, seed=seed, device=device, quick=quick)
     test = task.problems(problems, seed=0, split="test")
     right = greedy(model, task, test)[1]
-    drawn = generate(model, [p.prompt for p in test], n=samples, max_new_tokens=task.max_new_tokens,
-                     temperature=temperature, seed=seed)
     # correct[j] = how many of problem j's n samples are right
-    correct = [sum(task.check(p, s).correct for s in ss) for p, ss in zip(test, drawn)]
+    correct = [sum(c) for c in sample_and_check(model, task, test, samples, temperature,
+                                                seed=seed)[1]]
     rows = []
     for n_test in prefixes:
         curve = {"greedy_acc": np.mean(right[:n_test]),

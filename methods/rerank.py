@@ -75,7 +75,7 @@ from tqdm import tqdm
 
 import common
 from model import EOT, GPT, GPTConfig, encode
-from sample import generate, majority_vote, pass_at_k
+from sample import majority_vote, pass_at_k, sample_and_check
 from sft import base_model, train
 
 FLAGS = dict(
@@ -291,15 +291,6 @@ def verifier_scores(model, pairs, batch_size=1024, progress=True):
 # ---------------------------------------------------------------------------------------------
 # One seed end to end
 
-def sample_and_label(model, task, problems, n, temperature, seed):
-    """n samples per problem and the oracle's verdicts: (samples, correct), lists of lists."""
-    samples = generate(model, [p.prompt for p in problems], n=n,
-                       max_new_tokens=task.max_new_tokens, temperature=temperature, seed=seed,
-                       max_rows=4096)
-    correct = [[task.check(p, s).correct for s in ss] for p, ss in zip(problems, samples)]
-    return samples, correct
-
-
 def sizes(ns, samples):
     """--ns '1,4,16,64' -> [1, 4, 16, 64]; every N must divide the N_max = `samples`."""
     try:
@@ -320,8 +311,8 @@ def run_seed(seed, task, device, quick, problems, samples, ns, temperature, trai
 
     # 1. the verifiers' training data: the generator's own samples of TRAINING problems
     train_set = task.problems(train_problems, seed=1000 + seed, split="train")
-    tr_samples, tr_correct = sample_and_label(gen, task, train_set, train_samples, temperature,
-                                              seed + 1)
+    tr_samples, tr_correct = sample_and_check(gen, task, train_set, train_samples, temperature,
+                                              seed=seed + 1)
     examples = [(p.prompt, s, c) for p, ss, cs in zip(train_set, tr_samples, tr_correct)
                 for s, c in zip(ss, cs)]
     if with_reference:  # off by default (the paper uses the generator's samples only)
@@ -331,7 +322,7 @@ def run_seed(seed, task, device, quick, problems, samples, ns, temperature, trai
           f"problems with right and wrong samples)", flush=True)
 
     # 2. the test samples: N_max per test problem
-    test_samples, correct = sample_and_label(gen, task, test, samples, temperature, seed)
+    test_samples, correct = sample_and_check(gen, task, test, samples, temperature, seed=seed)
 
     # 3. the verifiers: each from its starting weights, with its loss and learning rate
     def trained(name, model, loss, rate):

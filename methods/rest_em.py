@@ -60,10 +60,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root
 
-import numpy as np
-
 import common
-from sample import evaluate, generate, majority_vote, pass_at_k
+from sample import evaluate, generate
 from sft import base_model, finetune
 from verify import TASKS
 
@@ -129,21 +127,12 @@ def m_step(start, pairs, steps, batch_size, lr, warmup, seed, desc, progress=Tru
 # Evaluation
 
 def test_metrics(model, task, test, harder, eval_samples, eval_temperature, seed):
-    """Greedy test accuracy, pass@k and maj@n from n = eval_samples samples per test problem,
-    and greedy accuracy on the harder problems."""
-    n = eval_samples
-    r = {"test_acc": evaluate(model, task, test)["greedy_acc"]}
-    samples = generate(model, [p.prompt for p in test], n=n, max_new_tokens=task.max_new_tokens,
-                       temperature=eval_temperature, seed=seed)
-    correct = [[task.check(p, s).correct for s in ss] for p, ss in zip(test, samples)]
-    for k in (1, 4, 16):
-        if k <= n:
-            r[f"pass@{k}"] = float(np.mean([pass_at_k(n, sum(c), k) for c in correct]))
-    # majority vote over the n sampled answers (self-consistency), checked by the oracle
-    r[f"maj@{n}"] = float(np.mean([task.check(p, majority_vote(ss)).correct
-                                   for p, ss in zip(test, samples)]))
-    r["harder_test_acc"] = evaluate(model, task, harder)["greedy_acc"]
-    return r
+    """Greedy test accuracy, pass@k and maj@n (self-consistency, checked by the oracle) from
+    n = eval_samples samples per test problem, and greedy accuracy on the harder problems."""
+    r = evaluate(model, task, test, n=eval_samples, temperature=eval_temperature, seed=seed,
+                 ks=[k for k in (1, 4, 16) if k <= eval_samples], vote=True)
+    return {"test_acc": r.pop("greedy_acc"), **r,
+            "harder_test_acc": evaluate(model, task, harder)["greedy_acc"]}
 
 
 # ---------------------------------------------------------------------------------------------

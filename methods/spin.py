@@ -143,11 +143,11 @@ def batch_loss(model, opponent, batch, lam):
     prompts = [x for x, _, _ in batch]
     real = [y for _, y, _ in batch]
     gen = [g for _, _, g in batch]
-    pi_real = seq_logprob(model, prompts, real)  # (B,)
-    pi_gen = seq_logprob(model, prompts, gen)  # (B,)
+    B = len(batch)
+    # one forward per model over the real answers, then the generated ones: (2B,) -> two (B,)
+    pi_real, pi_gen = seq_logprob(model, prompts + prompts, real + gen).split(B)
     with torch.no_grad():  # the opponent is a fixed function of the data: no graph, no gradient
-        opp_real = seq_logprob(opponent, prompts, real)  # (B,)
-        opp_gen = seq_logprob(opponent, prompts, gen)  # (B,)
+        opp_real, opp_gen = seq_logprob(opponent, prompts + prompts, real + gen).split(B)
     # y' == y is one sequence: use one score for both, so its logit is 0 and its gradient
     # cancels exactly, not just up to float rounding (the tied embedding sums several paths)
     same = torch.tensor([y == g for y, g in zip(real, gen)], device=pi_real.device)  # (B,)

@@ -36,6 +36,40 @@ def test_causal_future_token_never_changes_earlier_logits():
     assert not torch.allclose(lx[:, 12:], ly[:, 12:])
 
 
+def test_left_padded_batch_equals_each_prompt_alone():
+    """Prompts of different lengths in one left-padded batch, prefilled and then decoded with
+    the cache: every row's logits equal those of its prompt run alone, without padding."""
+    m = small_model()
+    prompts = [[5, 6, 7, 8, 9, 10], [11, 12, 13], [14]]
+    nxt = [[1, 2], [3, 4], [5, 6]]  # two more tokens per row, fed one at a time
+    L = max(len(p) for p in prompts)
+    pad = torch.tensor([L - len(p) for p in prompts])
+    idx = torch.tensor([[EOT] * (L - len(p)) + p for p in prompts])  # (3, L)
+    with torch.no_grad():
+        cache = KVCache(m.config, 3, L + 2, "cpu", pad=pad)
+        first = m(idx, cache=cache)[0][:, -1]  # (3, vocab): after each whole prompt
+        later = [m(torch.tensor([[n[t]] for n in nxt]), cache=cache)[0][:, -1] for t in range(2)]
+        for i, p in enumerate(prompts):
+            alone = m(torch.tensor([p + nxt[i]]))[0][0]  # (T, vocab)
+            assert torch.allclose(first[i], alone[len(p) - 1], atol=1e-5)
+            for t in range(2):
+                assert torch.allclose(later[t][i], alone[len(p) + t], atol=1e-5)
+
+
+def test_generate_batches_prompts_of_any_length_like_one_at_a_time():
+    m = small_model()
+    prompts = ["1+1=", "123+456=", "9*9=", "55+5=", "7"]
+    for n, temperature in ((1, 0.0), (1, 1.0), (3, 1.0)):
+        together = generate(m, prompts, n=n, max_new_tokens=6, temperature=temperature)
+        assert [len(t) for t in together] == [n] * len(prompts)
+        if temperature == 0:  # greedy does not depend on the batch
+            assert together == [generate(m, [p], n=1, max_new_tokens=6)[0] for p in prompts]
+    with pytest.raises(ValueError):
+        generate(m, ["1+1=", ""], n=1)
+    with pytest.raises(ValueError):
+        generate(m, ["1+1="], temperature=float("inf"))
+
+
 def test_kv_cache_forward_equals_full_forward():
     m = small_model()
     x = torch.randint(0, 256, (3, 16))
@@ -153,7 +187,19 @@ def test_load_rejects_foreign_files_with_one_line_errors(tmp_path):
     ck = torch.load(wrong, weights_only=True)
     ck["config"]["n_embd"] = 64  # the weights no longer fit the config
     torch.save(ck, wrong)
-    for path in (tmp_path / "missing.pt", junk, other, wrong):
+    heads = tmp_path / "heads.pt"
+    save(m, str(heads))
+    ck = torch.load(heads, weights_only=True)
+    ck["config"]["n_head"] = 3  # does not divide n_embd: no such model
+    torch.save(ck, heads)
+    flipped = tmp_path / "flipped.pt"
+    save(m, str(flipped))
+    ck = torch.load(flipped, weights_only=True)
+    ck["state_dict"]["lm_head.weight"][3, 7] += 1e-3  # one weight changed after saving
+    torch.save(ck, flipped)
+    for path in (tmp_path / "missing.pt", junk, other, wrong, heads, flipped):
         with pytest.raises(CheckpointError) as e:
             load(str(path))
         assert "\n" not in str(e.value)
+    with pytest.raises(CheckpointError, match="checksum"):
+        load(str(flipped))

@@ -8,7 +8,7 @@ import pytest
 import common
 import report
 import run_all
-from conftest import ROOT, run_script
+from conftest import run_script
 
 
 def test_ceiling_quick_writes_a_rising_pass_at_k_curve():
