@@ -185,16 +185,17 @@ def machine(device, dtype):
                 threads=torch.get_num_threads())
 
 
-def run_seeds(method, args, run_seed, flags, derived=None):
+def run_seeds(method, args, run_seed, flags, derived=None, name=None):
     """Call run_seed(seed, task, device, quick, **hyper-parameters) for every seed of --seeds;
     it returns tidy rows without the seed. The hyper-parameters are the flags' values and any
     `derived` from them; all are recorded in the results. Writes the results when all seeds are
-    done (each finished seed's rows go to out/partial/ meanwhile); prints the table, returns
-    the rows."""
+    done (each finished seed's rows go to out/partial/ meanwhile) as <name>-<task>.json (name:
+    the method's, unless given); prints the table, returns the rows."""
     task = TASKS[args.task]
     hyper = dict({name: getattr(args, name) for name in flags}, **(derived or {}))
     config = dict(hyper, **machine(args.device, args.dtype))
-    partial = os.path.join(OUT, "partial", f"{method}-{args.task}.json")
+    name = name or method
+    partial = os.path.join(OUT, "partial", f"{name}-{args.task}.json")
     rows, start = [], time.time()
     for seed in args.seeds:
         t0 = time.time()
@@ -207,7 +208,7 @@ def run_seeds(method, args, run_seed, flags, derived=None):
             _write(partial, json.dumps(dict(method=method, seeds_done=args.seeds[:args.seeds.index(
                 seed) + 1], rows=rows)) + "\n")
     table = write_results(method, args.task, args.seeds, config, rows, time.time() - start,
-                          quick=args.quick)
+                          quick=args.quick, name=name)
     if os.path.exists(partial):
         os.remove(partial)
     print(table)
@@ -253,8 +254,9 @@ def find_checkpoint(name, seed):
 
 def cached(path, train, device, **meta):
     """The model saved at `path`, or train() -> model, saved there with `meta` (atomically, with
-    a checksum). An unreadable or corrupt file is retrained with a one-line notice. Cached
-    models are always trained in float32, whatever --dtype a method runs in."""
+    a checksum). A dict in meta is read after training, so train() may fill it in. An unreadable
+    or corrupt file is retrained with a one-line notice. Cached models are always trained in
+    float32, whatever --dtype a method runs in."""
     if os.path.exists(path):
         try:
             return load(path, device)
@@ -305,19 +307,20 @@ def _write(path, text):
     os.replace(tmp, path)
 
 
-def write_results(method, task, seeds, config, rows, wall_seconds, quick=False):
-    """Write results/<method>-<task>.json and .md (atomically); returns the markdown table.
-    The record also carries the code version and the command line that produced it."""
-    base = os.path.join(results_dir(quick), f"{method}-{task}")
+def write_results(method, task, seeds, config, rows, wall_seconds, quick=False, name=None):
+    """Write results/<name>-<task>.json and .md (atomically; name: the method's unless given);
+    returns the markdown table. The record also carries the code version and the command
+    line that produced it."""
+    base = os.path.join(results_dir(quick), f"{name or method}-{task}")
     record = {"method": method, "task": task, "seeds": list(seeds), "config": config,
               "code": code_version(method), "argv": sys.argv[1:],
               "wall_seconds": round(wall_seconds, 1), "rows": rows}
     table = markdown_table(rows)
     made_on = ", ".join(f"{k} {config[k]}" for k in ("device", "dtype", "torch", "threads")
                         if k in config)
-    md = (f"# {method} on {task}\n\nWritten by `python methods/{method}.py --task {task} "
-          f"--seeds {','.join(map(str, seeds))}`; mean ± std over seeds {list(seeds)}, "
-          f"{wall_seconds:.0f} s wall time ({made_on}).\n\n{table}\n")
+    command = " ".join([f"python methods/{method}.py"] + sys.argv[1:])
+    md = (f"# {name or method} on {task}\n\nWritten by `{command}`; mean ± std over seeds "
+          f"{list(seeds)}, {wall_seconds:.0f} s wall time ({made_on}).\n\n{table}\n")
     _write(base + ".json", json.dumps(record, indent=1) + "\n")
     _write(base + ".md", md)
     return table

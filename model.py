@@ -64,6 +64,10 @@ class GPTConfig:
     n_head: int = 4
     n_embd: int = 128
     dropout: float = 0.0
+    # "learned": absolute positions, a learned vector per position (GPT-2). "none": no position
+    # embedding at all (NoPE, Kazemnejad et al. 2023): the causal mask alone tells a token where
+    # it is, which lets a model run past the lengths it was trained on (easy_to_hard.py)
+    pos_embedding: str = "learned"
 
 
 class KVCache:
@@ -167,7 +171,8 @@ class GPT(nn.Module):
         self.config = config
         self.transformer = nn.ModuleDict(dict(
             wte=nn.Embedding(config.vocab_size, config.n_embd),
-            wpe=nn.Embedding(config.block_size, config.n_embd),
+            wpe=nn.Embedding(config.block_size, config.n_embd) if config.pos_embedding ==
+            "learned" else nn.Identity(),
             drop=nn.Dropout(config.dropout),
             h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
             ln_f=nn.LayerNorm(config.n_embd),
@@ -200,10 +205,13 @@ class GPT(nn.Module):
         start = cache.pos if cache is not None else 0
         assert start + T <= self.config.block_size, \
             f"sequence of {start + T} tokens exceeds block_size {self.config.block_size}"
-        pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)  # (T,)
-        if cache is not None and cache.pad is not None:  # a left-padded row counts from its text
-            pos = (pos.view(1, T) - cache.pad.view(-1, 1)).clamp(min=0)  # (B, T)
-        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
+        x = self.transformer.wte(idx)  # (B, T, C)
+        if self.config.pos_embedding == "learned":
+            pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)  # (T,)
+            if cache is not None and cache.pad is not None:  # a left-padded row counts from its text
+                pos = (pos.view(1, T) - cache.pad.view(-1, 1)).clamp(min=0)  # (B, T)
+            x = x + self.transformer.wpe(pos)  # (B, T, C)
+        x = self.transformer.drop(x)
         for i, block in enumerate(self.transformer.h):
             x = block(x, cache, i)
         if cache is not None:
@@ -240,19 +248,24 @@ def pack(prompts, completions, block_size=None):
     return idx, targets
 
 
-def completion_logprobs(model, prompts, completions):
+def completion_logprobs(model, prompts, completions, entropy=False):
     """log p(completion + <|endoftext|> | prompt) under `model`, per token.
     Returns (logp, mask), both (B, T): logp[i, t] is the log-probability of the t-th target token
     and mask is 1 where that token belongs to the completion. Sum logp * mask over t for the
     sequence log-likelihood (SPIN sums, as its paper does). Keeps the autograd graph, so it can
-    be used inside a loss; wrap in torch.no_grad() to score."""
+    be used inside a loss; wrap in torch.no_grad() to score. With entropy=True also returns the
+    entropy (nats) of the model's next-token distribution at each position, (B, T)."""
     device = next(model.parameters()).device
     idx, targets = pack(prompts, completions)
-    idx, targets = idx.to(device), targets.to(device)
+    block = model.config.block_size  # a sampled answer too long for the model is cut there
+    idx, targets = idx[:, :block].to(device), targets[:, :block].to(device)
     logits, _ = model(idx)  # (B, T, vocab)
     mask = (targets != -1)
-    logp = torch.log_softmax(logits.float(), dim=-1)  # (B, T, vocab)
-    logp = logp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)  # (B, T)
+    logp_all = torch.log_softmax(logits.float(), dim=-1)  # (B, T, vocab)
+    logp = logp_all.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)  # (B, T)
+    if entropy:
+        ent = -(logp_all.exp() * logp_all).sum(-1)  # (B, T)
+        return logp * mask, mask.float(), ent * mask
     return logp * mask, mask.float()
 
 
@@ -300,7 +313,8 @@ def load(path, device="cpu"):
     try:
         config = GPTConfig(**ckpt["config"])
         if config.n_embd % config.n_head or min(config.n_layer, config.n_head, config.n_embd,
-                                                config.block_size) < 1:
+                                                config.block_size) < 1 or \
+                config.pos_embedding not in ("learned", "none"):
             raise ValueError(f"bad config {asdict(config)}")
         if checksum(ckpt["state_dict"]) != ckpt["checksum"]:
             raise ValueError("its weights fail their checksum (the file is corrupt)")

@@ -48,7 +48,7 @@ from dsl import (ERROR, LIST_OPS, OPS, DSLSyntaxError, fmt, format_step, parse_p
 
 # The difficulty each task uses when none is given. Tuned so the base model has room to improve
 # (see DESIGN.md: 20-80% greedy accuracy on the test split).
-ARITH_DIGITS = 3
+ARITH_DIGITS = 2
 CODE_STEPS = 2
 # With no difficulty given, code problems mix 1- and 2-step programs: a model that only ever
 # saw 2-step programs learns the primitives slowly (and then fails 1-step ones); the mix teaches
@@ -59,7 +59,13 @@ CODE_DEFAULT_MIX = (1, 2)
 # this cannot be a reasonable answer to either task, so it is rejected before any parsing.
 MAX_COMPLETION_CHARS = 200
 
-SPLITS = ("train", "test")
+# "train" and "test" split every task's prompts by a stable hash. The train split is cut again,
+# by a second hash, into the three parts of the scarce-data setting (DESIGN.md, tutorials/01):
+# gold, the labelled "human data" a base model is trained on; val, labelled problems to stop its
+# training on; pool, the prompts self-improvement methods may use, with whatever reward their
+# paper allows. Parts never share a prompt, whatever seeds or sizes are asked for.
+SPLITS = ("train", "test", "gold", "val", "pool")
+TRAIN_PARTS = (("gold", 30), ("val", 5), ("pool", 65))  # percent of the train split
 
 
 # -----------------------------------------------------------------------------
@@ -85,6 +91,23 @@ def split_of(prompt):
     """The split a prompt belongs to, decided by a stable hash of its text (~10% go to test).
     crc32 is the same on every machine and every run, unlike Python's built-in hash()."""
     return "test" if zlib.crc32(prompt.encode("utf-8")) % 10 == 0 else "train"
+
+
+def part_of(prompt):
+    """The part of the train split a train prompt belongs to (gold, val or pool), by a second
+    stable hash of its text."""
+    h = zlib.crc32(b"part:" + prompt.encode("utf-8")) % 100
+    for part, percent in TRAIN_PARTS:
+        if h < percent:
+            return part
+        h -= percent
+
+
+def in_split(prompt, split):
+    """True iff `prompt` belongs to `split` (a part of train belongs to train too)."""
+    if split in ("train", "test"):
+        return split_of(prompt) == split
+    return split_of(prompt) == "train" and part_of(prompt) == split
 
 
 class Task:
@@ -118,7 +141,8 @@ class Task:
 
         We draw candidates from a seeded generator and keep the ones whose prompt hashes into
         the requested split. Because the split is a function of the prompt text alone, train
-        and test can never overlap, no matter which seeds or sizes anyone asks for."""
+        and test (and gold, val and pool inside train) can never overlap, no matter which seeds
+        or sizes anyone asks for."""
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
         if not isinstance(n, int) or n < 0:
@@ -138,7 +162,7 @@ class Task:
                     f"{self.name}: could only find {len(out)} distinct {split} problems at "
                     f"difficulty {d} (asked for {n}); ask for fewer or raise the difficulty")
             p = self.sample(rng, rng.choice(mix) if len(mix) > 1 else d)
-            if p is None or p.prompt in seen or split_of(p.prompt) != split:
+            if p is None or p.prompt in seen or not in_split(p.prompt, split):
                 continue
             seen.add(p.prompt)
             out.append(p)

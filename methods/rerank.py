@@ -310,7 +310,7 @@ def run_seed(seed, task, device, quick, problems, samples, ns, temperature, trai
     test = task.problems(problems, seed=0, split="test")
 
     # 1. the verifiers' training data: the generator's own samples of TRAINING problems
-    train_set = task.problems(train_problems, seed=1000 + seed, split="train")
+    train_set = task.problems(train_problems, seed=1000 + seed, split="pool")
     tr_samples, tr_correct = sample_and_check(gen, task, train_set, train_samples, temperature,
                                               seed=seed + 1)
     examples = [(p.prompt, s, c) for p, ss, cs in zip(train_set, tr_samples, tr_correct)

@@ -171,7 +171,7 @@ def train_reward_model(base, task, rm_problems, rm_samples, rm_steps, temperatur
                        lr, warmup, seed, progress=True):
     """Fine-tune a copy of the base to predict round(6 * oracle reward) of base samples on a
     small labelled set of training problems (not the ones ReST trains the policy on)."""
-    problems = task.problems(rm_problems, seed=2000 + seed, split="train")
+    problems = task.problems(rm_problems, seed=2000 + seed, split="pool")
     samples = generate(base, [p.prompt for p in problems], n=rm_samples,
                        max_new_tokens=task.max_new_tokens, temperature=temperature,
                        seed=seed + 7)
@@ -234,7 +234,7 @@ def run_seed(seed, task, device, quick, train_problems, test_problems, samples, 
              rm_samples, rm_steps):
     progress = not quick
     base = base_model(task, seed=seed, device=device, quick=quick, progress=progress)
-    train = task.problems(train_problems, seed=1000 + seed, split="train")
+    train = task.problems(train_problems, seed=1000 + seed, split="pool")
     test = task.problems(test_problems, seed=0, split="test")
     taus = parse_thresholds(thresholds)
     rm = None if no_proxy else train_reward_model(

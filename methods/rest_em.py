@@ -178,7 +178,7 @@ def run_seed(seed, task, device, quick, arms, train_problems, iterations, sample
     progress = not quick
     base = base_model(task, seed=seed, device=device, quick=quick, progress=progress)
     # the training problems of this seed; the small set is the first third of them
-    train = task.problems(train_problems, seed=1000 + seed, split="train")
+    train = task.problems(train_problems, seed=1000 + seed, split="pool")
     small = train[:len(train) // 3]
     test = task.problems(test_problems, seed=0, split="test")
     harder = task.problems(test_problems, seed=0, split="test",

@@ -132,7 +132,7 @@ def start(task, seed, device, quick, problems, train_problems, train_samples, te
     base = base_model(task, seed=seed, device=device, quick=quick)
     # training problems drawn with another seed than the base's (they may overlap in part: arith
     # has only 10,000 distinct 3-digit-by-1-digit products); the test split is never touched
-    train = task.problems(train_problems, seed=1000 + seed, split="train")
+    train = task.problems(train_problems, seed=1000 + seed, split="pool")
     reviser, n_pairs, share_right, losses = learn_reviser(
         base, task, train, train_samples, temperature, steps, batch_size, lr, seed,
         with_feedback, use_reference=quick, desc=f"{name}er")

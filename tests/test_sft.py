@@ -60,6 +60,39 @@ def test_base_model_is_cached_and_reloaded_identically(tmp_path, monkeypatch):
     assert torch.equal(c.lm_head.weight, a.lm_head.weight)  # same seed, same training
 
 
+def test_the_base_keeps_its_best_validation_checkpoint(tmp_path, monkeypatch):
+    """Early stopping: whatever the validation accuracy does during training, the cached base
+    is the checkpoint at the step where it was highest, and its meta says which."""
+    monkeypatch.setattr(common, "OUT", str(tmp_path))
+    scores = iter([0.1, 0.5, 0.3])  # validation accuracy at steps 10, 20, 30 (a made-up curve)
+    states = {}
+
+    def fake_evaluate(model, task, problems, **kw):
+        step = 10 * (len(states) + 1)
+        states[step] = {k: v.clone() for k, v in model.state_dict().items()}
+        return {"greedy_acc": next(scores)}
+
+    monkeypatch.setattr(sft, "evaluate", fake_evaluate)
+    monkeypatch.setitem(sft.BASE_QUICK, "steps", 30)
+    model = sft.base_model(TASKS["arith"], seed=0, quick=True, progress=False)
+    assert model.meta["kept"] == {"val_acc": 0.5, "step": 20}
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, states[20][k]), k
+
+
+def test_gold_val_and_pool_never_share_a_prompt_and_the_abundant_base_sees_the_pool():
+    task = TASKS["arith"]
+    s = sft.base_settings(task, "scarce")
+    gold, val = sft.gold_data(task, s, seed=0)
+    pool = task.problems(2000, seed=0, split="pool")
+    assert len(gold) == s["n_gold"] and len(val) == s["n_val"]
+    sets = [{p.prompt for p in x} for x in (gold, val, pool, task.problems(500, 0, "test"))]
+    assert all(not (a & b) for i, a in enumerate(sets) for b in sets[i + 1:])
+    assert sft.gold_data(task, s, seed=0)[0] == gold  # deterministic
+    abundant, _ = sft.gold_data(task, sft.base_settings(task, "abundant"), seed=0)
+    assert {p.prompt for p in abundant} & sets[2]  # the first round's base saw pool prompts
+
+
 def test_sft_quick_runs_end_to_end_and_writes_results():
     r = run("methods/sft.py", "--task", "code", "--quick")
     assert r.returncode == 0, r.stderr
@@ -68,6 +101,8 @@ def test_sft_quick_runs_end_to_end_and_writes_results():
         res = json.load(f)
     metrics = {row["metric"] for row in res["rows"]}
     assert {"test_acc", "pass@1", "pass@4"} <= metrics
+    assert {row["arm"] for row in res["rows"]} == {"base", "sft_more", "sft_gold_pool",
+                                                   "n_gold_100"}
     assert "| base | 0 |" in r.stdout
 
 

@@ -88,6 +88,26 @@ def test_splits_deterministic_and_disjoint(name, difficulty):
     assert all(verify.split_of(p.prompt) == "train" for p in other)
 
 
+@pytest.mark.parametrize("name", ["arith", "code"])
+def test_gold_val_and_pool_are_disjoint_parts_of_train_for_every_seed(name):
+    task = TASKS[name]
+    parts = {split: {p.prompt for seed in (0, 1) for p in task.problems(300, seed, split)}
+             for split in ("gold", "val", "pool", "test")}
+    for a in parts:
+        for b in parts:
+            assert a == b or not (parts[a] & parts[b]), (a, b)  # across seeds too
+    for split in ("gold", "val", "pool"):
+        assert all(verify.split_of(p) == "train" and verify.part_of(p) == split
+                   for p in parts[split])
+    assert task.problems(300, 0, "pool") == task.problems(300, 0, "pool")
+    # the parts cover the train split in the announced shares (30 / 5 / 65 percent)
+    train = task.problems(4000, seed=2, split="train")
+    shares = {part: sum(verify.part_of(p.prompt) == part for p in train) / 4000
+              for part, _ in verify.TRAIN_PARTS}
+    for part, percent in verify.TRAIN_PARTS:
+        assert abs(shares[part] - percent / 100) < 0.03, shares
+
+
 def test_default_difficulty_is_used():
     assert ARITH.problems(5, 0) == ARITH.problems(5, 0, difficulty=verify.ARITH_DIGITS)
     # code mixes 1- and 2-step programs by default; asking for a level gives only that level
