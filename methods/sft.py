@@ -97,7 +97,7 @@ FLAGS = dict(
 QUICK = dict(problems=20, samples=4, n_pool=40, n_curve="100")
 # The curve of test accuracy against the number of labelled problems (tutorials/01_sft.md); the
 # gold part of 2-digit arithmetic holds ~3,000 prompts
-CURVE = {"arith": "250,500,1000,2000,2500", "code": "250,500,1000,2000,4000"}
+CURVE = {"arith": "250,500,1000,2500", "code": "500,1000,4000"}
 GOLD = ("scarce", "abundant")
 
 
