@@ -27,66 +27,71 @@ Algorithm 1 of the paper, as implemented below:
     theta_0 = the SFT model
     for t = 0 .. T-1:
         opponent = frozen copy of theta_t
-        for each SFT pair (x, y): sample y' ~ opponent(.|x)           (temperature 1)
+        for each labelled pair (x, y): sample y' ~ opponent(.|x)       (temperature 1)
         pairs = this iteration's (x, y, y') + the previous iteration's (x, y, y')
         theta_{t+1} = theta_t trained on L_SPIN against that opponent for a few epochs
 
-The starting model: the cached base model of the task (`base_model(task, seed)`, methods/sft.py)
-and, as its SFT data, the first `--n_data` prompts of the very training set that base was trained
-on, with their reference answers. That is the paper's setting (zephyr-7b-sft-full and prompts from
-its own SFT set, UltraChat). It fits SPIN's precondition without a second SFT run: the base was
-stopped long before it fits its training data (on arith it answers its own training prompts about
-as often as unseen test prompts, 30-65% depending on the seed), so its own answers differ from the
-data on most prompts. A fresh small-data SFT model would be a second, weaker base to explain, and
-from scratch on 1000 examples a model this size learns almost no arithmetic.
+`spin_nll` adds an anchor on the data's likelihood (Pang et al. 2024, iterative reasoning
+preference optimisation): L = L_SPIN + alpha * (-log p_theta(y|x) / |y|), the real answer's
+per-token NLL. Without it the DPO-style loss may lower log p(y) as long as it lowers log p(y')
+more ("likelihood displacement").
+
+The starting model and its data. The start is the cached scarce-data base (methods/sft.py): 1,000
+labelled problems D_gold, trained until a validation accuracy stopped rising. That base fits
+D_gold almost perfectly (its samples on D_gold equal the data about 99% of the time: `same_gold`
+at step 0), so on D_gold SPIN would be at its fixed point before it starts: every pair has
+y' == y and gives exactly zero gradient. So by default (`--data fresh`) SPIN plays on n_data
+LABELLED problems of the same distribution that the base never saw (the gold part of the train
+split after D_gold), and the control `sft_more` trains on the same slice: the paper's claim is
+SPIN against SFT on the same data. `--data gold` plays on D_gold itself.
 
 Arms (one line of the table per arm and iteration; step 0 = the starting model, shared by all):
-  spin       T iterations as above.
-  sft_more   the control: plain SFT (methods/sft.py's finetune, same learning rate, no weight
-             decay) on the same (x, y) pairs, the same number of optimizer steps and batch size
-             as each SPIN iteration, so every real answer is seen as often. If SPIN only matched
-             this, self-play would add nothing over training longer on the data.
-  spin_long  iteration 0 trained as long as all T iterations together (one run of the loop at a
-             constant rate), against the one opponent theta_0 and its generations: what
-             iterating buys over training longer. It is evaluated at the same step counts as
-             spin's iteration boundaries.
+  spin       T iterations as above (Eq. 4.7).
+  spin_nll   the same with the NLL anchor (alpha).
+  sft_more   the control: plain SFT on the same (x, y) pairs with the same optimizer (AdamW, no
+             weight decay), the same constant rate after the same warm-up and the same number
+             of steps per segment as a SPIN iteration, so every real answer is seen as often.
+  spin_long  SPIN against theta_0 and its answers throughout, for as many steps as all T
+             iterations: what refreshing the opponent buys over training longer.
 
-Metrics per step t (the model theta_t after iteration t):
-  test_acc      greedy accuracy on the task's test split
-  train_acc     greedy accuracy on the SFT prompts (the data SPIN is fitting)
-  heldout_loss  L_SPIN of theta_t against its opponent theta_{t-1}, on held-out training prompts
-                with y' sampled from theta_{t-1}: log 2 at the start of the iteration, lower at
-                its end by as much as the data could still be told from the model's answers
-  reward_acc    share of those held-out pairs whose real reward lambda*(log p_theta(y) -
-                log p_opp(y)) beats the generated one's (a tie, y' == y, counts one half)
-  margin        mean of real reward minus generated reward on those pairs
-  same          share of theta_t's own samples on the SFT prompts equal to the data (these are
-                the generations the next iteration trains on)
+Metrics after each iteration t (theta_t, measured against theta_{t-1}, the model the iteration
+started from; for spin that is its opponent):
+  test_acc      greedy accuracy on the task's test split; gain: its change over the iteration
+  train_acc     greedy accuracy on the labelled pairs SPIN plays on
+  gold_nll      per-token NLL of the real answers of those pairs: with one right answer per
+                prompt, KL(p_data || p_theta) per token, 0 at SPIN's fixed point
+  heldout_nll   the same on held-out labelled problems
+  logp_real     mean log p_theta(y|x) of the real answers; logp_gen: of theta_t's own samples
+  heldout_loss  L_SPIN of theta_t against theta_{t-1} on held-out problems, y' ~ theta_{t-1}
+  reward_acc    on those held-out pairs, the share where the real answer's reward
+                lambda*(log p_theta(y) - log p_{t-1}(y)) beats the generated one's (a tie,
+                y' == y, counts one half): the discriminator's accuracy at the END of the
+                iteration, 0.5 at the fixed point; margin: mean real minus generated reward
+  same          share of theta_t's samples on the pairs' prompts that equal the data
+  same_gold     (step 0 only) the same on D_gold: why SPIN does not play on D_gold by default
 
 What was simplified, and why:
-  - Scale: a 0.8M-parameter GPT, 1000 SFT pairs instead of 50k, one sample per prompt.
-  - Optimizer: AdamW without weight decay and a constant learning rate after a short warm-up,
-    not RMSProp with a linear decay. A constant rate makes spin and spin_long differ only in the
-    refreshed opponent. The rate, 3e-5, is the base's SFT rate (1e-3) over 33, as the paper's
-    5e-7 is zephyr's SFT rate (2e-5) over 40: SPIN's pairwise gradient is a small difference
-    of two large ones, and at SFT-like rates it wrecks the model (tutorials/08_spin.md).
-  - lambda stays at `--lam` for every iteration (the paper raises it to 5 at iteration 3).
-  - y' is sampled at temperature 1 (the theory's y' ~ p_theta_t); the authors' script calls
-    generate() without sampling flags (greedy unless the model's config samples).
+  - Scale: a 0.8M-parameter GPT, 1000 labelled pairs instead of 50k, one sample per prompt.
+  - lambda = 1, not the paper's 0.1: the paper's answers have hundreds of tokens; on answers of
+    4 tokens lambda = 0.1 keeps lambda * logits near 0.16, so sigmoid never saturates and the
+    loss acts as unlikelihood on every token of y' (tutorials/08_spin.md has the sweep).
+  - Optimizer: AdamW without weight decay and a constant rate (1e-4, the base's 2e-3 over 20)
+    after a short warm-up, not RMSProp with a linear decay; lambda stays fixed (the paper
+    raises it at iteration 3).
+  - y' is sampled at temperature 1 (the theory's y' ~ p_theta_t).
 
 Run:
-  python methods/spin.py                     # arith, seed 0: the iteration table (a few minutes on a CPU)
-  python methods/spin.py --seeds 0,1,2       # what results/spin-arith.md was made with
-  python methods/spin.py --lam 1.0           # sweep lambda (the tabular theory says: > 1/2)
-  python methods/spin.py --task code         # the list-language task (prompts ~10x longer: slower)
+  python methods/spin.py                     # arith, seed 0: the iteration table (minutes on a CPU)
+  python methods/spin.py --seeds 0,1,2       # what results/spin-arith.* were made with
+  python methods/spin.py --lam 0.1 --arms spin,spin_nll --seeds 0,1,2
+                                             # the sweep: results/spin_lam0.1-arith.*
+  python methods/spin.py --data gold         # play on the base's own D_gold: the fixed point
   python methods/spin.py --quick             # tiny budget, same code path (for tests)
 
-What you should see: at step 0, heldout_loss = 0.693 and reward_acc = 0.5 exactly, and `same`
-well below 1 (there is something to learn). After each iteration, heldout_loss below log 2 and
-reward_acc above 0.5: the model learns to tell the data from its own answers. The paper's
-diminishing gains did NOT appear on arith at this scale: test_acc falls a little under spin,
-more under spin_long, and stays flat under sft_more. tutorials/08_spin.md has the 3-seed table
-and the reasons.
+What you should see: at step 0, heldout_loss = 0.693 and reward_acc = 0.5 exactly, same_gold
+near 1 and `same` on the fresh slice lower. Then, iteration by iteration, `same` rising, gold_nll
+falling and the end-of-iteration reward_acc staying near 0.5: p_theta moving to p_data. Whether
+test accuracy gains and whether SPIN beats sft_more: tutorials/08_spin.md reads the 3-seed run.
 """
 import copy
 import math
@@ -101,33 +106,50 @@ from torch.nn import functional as F
 import common
 from model import completion_logprobs, encode
 from sample import evaluate, generate
-from sft import base_model, finetune, train
+from sft import base_model, base_settings, finetune, train
 
 FLAGS = dict(
-    lam=(0.1, "lambda (the paper's beta): the scale of the loss's log-ratio margin"),
-    iterations=(4, "SPIN iterations T"),
+    lam=(1.0, "lambda (the paper's beta): the scale of the loss's log-ratio margin"),
+    alpha=(1.0, "spin_nll: weight of the per-token NLL of the real answer"),
+    iterations=(6, "SPIN iterations T"),
     epochs=(2.0, "epochs over the pairs per iteration"),
-    n_data=(1000, "SFT pairs SPIN plays on"),
-    n_heldout=(500, "held-out training prompts for heldout_loss, reward_acc and margin"),
+    data=("fresh", "the labelled data SPIN plays on: fresh (gold problems the base never saw) "
+                   "or gold (the base's own D_gold)"),
+    n_data=(1000, "labelled pairs SPIN plays on"),
+    n_heldout=(500, "held-out labelled problems for heldout_nll, reward_acc and margin"),
     n_test=(500, "test problems for test_acc"),
     batch_size=(64, "pairs per optimizer step"),
-    lr=(3e-5, "learning rate (AdamW, constant after the warm-up)"),
+    lr=(1e-4, "learning rate (AdamW, constant after the warm-up)"),
     warmup=(10, "linear warm-up steps", 0),
     temperature=(1.0, "temperature of y' ~ opponent"),
-    arms=("spin,sft_more,spin_long", "arms to run, comma-separated"),
+    arms=("spin,spin_nll,sft_more,spin_long", "arms to run, comma-separated"),
     no_progress=(False, "no progress bars"),
 )
 QUICK = dict(iterations=2, epochs=1.0, n_data=16, n_heldout=8, n_test=8, batch_size=8)
-ARMS = ("spin", "sft_more", "spin_long")
+# What each arm trains with: the loss, whether the opponent (and its answers) is refreshed every
+# iteration, and the weight of the real answer's NLL
+ARMS = {
+    "spin": dict(loss="spin", refresh=True, nll=False),
+    "spin_nll": dict(loss="spin", refresh=True, nll=True),
+    "sft_more": dict(loss="sft"),
+    "spin_long": dict(loss="spin", refresh=False, nll=False),
+}
+DATA = ("fresh", "gold")
 
 
 # ---------------------------------------------------------------------------------------------
 # The loss
 
+def answer_logprob(model, prompts, completions):
+    """log p(completion + <|endoftext|> | prompt), summed over the completion's tokens, and the
+    number of those tokens: two (B,) tensors."""
+    logp, mask = completion_logprobs(model, prompts, completions)  # (B, T), (B, T); logp 0 off mask
+    return logp.sum(dim=1), mask.sum(dim=1)  # (B,), (B,)
+
+
 def seq_logprob(model, prompts, completions):
     """log p(completion + <|endoftext|> | prompt), summed over the completion's tokens -> (B,)."""
-    logp, mask = completion_logprobs(model, prompts, completions)  # (B, T), (B, T); logp is 0 off mask
-    return logp.sum(dim=1)  # (B,)
+    return answer_logprob(model, prompts, completions)[0]
 
 
 def spin_loss(pi_real, pi_gen, opp_real, opp_gen, lam):
@@ -137,15 +159,17 @@ def spin_loss(pi_real, pi_gen, opp_real, opp_gen, lam):
     return -F.logsigmoid(lam * logits).mean(), logits
 
 
-def batch_loss(model, opponent, batch, lam):
-    """L_SPIN of `model` against the frozen `opponent` on a list of (prompt, y, y') triples.
+def batch_loss(model, opponent, batch, lam, alpha=0.0):
+    """L_SPIN + alpha * NLL of `model` against the frozen `opponent` on (prompt, y, y') triples,
+    where NLL is the real answer's mean per-token negative log-likelihood (Pang et al. 2024).
     Returns (mean loss, logits (B,))."""
     prompts = [x for x, _, _ in batch]
     real = [y for _, y, _ in batch]
     gen = [g for _, _, g in batch]
     B = len(batch)
-    # one forward per model over the real answers, then the generated ones: (2B,) -> two (B,)
-    pi_real, pi_gen = seq_logprob(model, prompts + prompts, real + gen).split(B)
+    # one forward per model over the real answers and the generated ones: (2B,) -> two (B,)
+    logp, n_tokens = answer_logprob(model, prompts + prompts, real + gen)  # (2B,), (2B,)
+    pi_real, pi_gen = logp.split(B)
     with torch.no_grad():  # the opponent is a fixed function of the data: no graph, no gradient
         opp_real, opp_gen = seq_logprob(opponent, prompts + prompts, real + gen).split(B)
     # y' == y is one sequence: use one score for both, so its logit is 0 and its gradient
@@ -153,7 +177,10 @@ def batch_loss(model, opponent, batch, lam):
     same = torch.tensor([y == g for y, g in zip(real, gen)], device=pi_real.device)  # (B,)
     pi_gen = torch.where(same, pi_real, pi_gen)  # (B,)
     opp_gen = torch.where(same, opp_real, opp_gen)  # (B,)
-    return spin_loss(pi_real, pi_gen, opp_real, opp_gen, lam)
+    loss, logits = spin_loss(pi_real, pi_gen, opp_real, opp_gen, lam)
+    if alpha:
+        loss = loss + alpha * (-pi_real / n_tokens[:B]).mean()
+    return loss, logits
 
 
 # ---------------------------------------------------------------------------------------------
@@ -184,11 +211,11 @@ def frozen_copy(model):
     return opponent
 
 
-def spin_train(model, opponent, pairs, steps, batch_size, lr, warmup, lam, seed, desc="spin",
-               progress=True, **loop):
-    """`steps` optimizer steps of L_SPIN on `pairs`, shuffled epoch by epoch: the repo's one
-    training loop (sft.train) with the SPIN loss, no weight decay (as the paper) and a constant
-    rate after the warm-up. Returns the loss per step."""
+def spin_train(model, opponent, pairs, steps, batch_size, lr, warmup, lam, seed, alpha=0.0,
+               desc="spin", progress=True):
+    """`steps` optimizer steps of L_SPIN (+ alpha * NLL) on `pairs`, shuffled epoch by epoch: the
+    repo's one training loop (sft.train) with the SPIN loss, no weight decay (as the paper) and a
+    constant rate after the warm-up. Returns the loss per step."""
     order = []
 
     def spin_batch_loss(rng):
@@ -196,10 +223,10 @@ def spin_train(model, opponent, pairs, steps, batch_size, lr, warmup, lam, seed,
         if len(order) < batch_size:  # a new epoch: reshuffle all pairs
             order += torch.randperm(len(pairs), generator=rng).tolist()
         batch, order = [pairs[i] for i in order[:batch_size]], order[batch_size:]
-        return batch_loss(model, opponent, batch, lam)[0]
+        return batch_loss(model, opponent, batch, lam, alpha)[0]
 
     return train(model, spin_batch_loss, steps, lr, warmup, weight_decay=0.0, seed=seed,
-                 final_frac=1.0, desc=desc, progress=progress, **loop)
+                 final_frac=1.0, desc=desc, progress=progress)
 
 
 def steps_per_iteration(n_data, iterations, epochs, batch_size):
@@ -227,112 +254,111 @@ def pair_metrics(model, opponent, pairs, lam, batch_size=256):
     return dict(heldout_loss=sum(losses) / n, reward_acc=sum(wins) / n, margin=sum(margins) / n)
 
 
-def accuracies(model, task, data, test):
-    return dict(test_acc=evaluate(model, task, test)["greedy_acc"],
-                train_acc=evaluate(model, task, data)["greedy_acc"])
+@torch.no_grad()
+def logprobs(model, pairs, batch_size=256):
+    """Mean log p(y) and log p(y') (summed over tokens) of (x, y, y') pairs, and the mean
+    per-token NLL of y: for a task with one answer per prompt, KL(p_data || p_theta) per token."""
+    real, gen, nll = [], [], []
+    for s in range(0, len(pairs), batch_size):
+        batch = pairs[s:s + batch_size]
+        prompts = [x for x, _, _ in batch]
+        lp, n = answer_logprob(model, prompts + prompts, [y for _, y, _ in batch] +
+                               [g for _, _, g in batch])  # (2B,), (2B,)
+        B = len(batch)
+        real += lp[:B].tolist()
+        gen += lp[B:].tolist()
+        nll += (-lp[:B] / n[:B]).tolist()
+    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+    return dict(logp_real=mean(real), logp_gen=mean(gen), nll=mean(nll))
 
 
-def same_share(model, problems, temperature, seed, max_new_tokens):
-    """Share of the model's samples on `problems` that equal the data's answers, and the pairs."""
-    pairs = make_pairs(model, problems, temperature, seed, max_new_tokens)
-    return sum(g == y for _, y, g in pairs) / len(pairs), pairs
-
-
-def measure(model, opponent, task, data, test, heldout_pairs, lam, temperature, seed):
-    """Every metric of one step; also returns the model's own pairs on the SFT prompts."""
-    row = accuracies(model, task, data, test)
-    row.update(pair_metrics(model, opponent, heldout_pairs, lam))
-    row["same"], pairs = same_share(model, data, temperature, seed, task.max_new_tokens)
-    return row, pairs
+def measure(model, start, task, data, heldout, test, lam, temperature, seed):
+    """Every metric of theta_t, measured against `start` (theta_{t-1}, the model the iteration
+    began from: for spin its opponent). Also returns theta_t's own pairs on the data."""
+    row = dict(test_acc=evaluate(model, task, test)["greedy_acc"],
+               train_acc=evaluate(model, task, data)["greedy_acc"])
+    # the discriminator at the END of the iteration: does theta_t still tell the data from the
+    # answers of the model it started from, on problems it never trained on?
+    held = make_pairs(start, heldout, temperature, seed, task.max_new_tokens)
+    row.update(pair_metrics(model, start, held, lam))
+    own = make_pairs(model, data, temperature, seed + 1, task.max_new_tokens)
+    row["same"] = sum(g == y for _, y, g in own) / len(own)
+    lp = logprobs(model, own)
+    row.update(gold_nll=lp["nll"], heldout_nll=logprobs(model, held)["nll"],
+               logp_real=lp["logp_real"], logp_gen=lp["logp_gen"])
+    return row, own
 
 
 # ---------------------------------------------------------------------------------------------
-# The three arms. Each returns {step: metrics} for steps 1..T (step 0 is spin's).
+# The arms: T segments from the same start, each measured at its end
 
-def run_spin(start, task, data, heldout, test, schedule, lam, lr, warmup, batch_size,
-             temperature, seed, progress):
-    """T iterations of SPIN from `start`, and step 0 (the start against itself)."""
+def run_arm(arm, start, step0, own0, task, data, heldout, test, schedule, lam, alpha, lr, warmup,
+            batch_size, temperature, seed, progress):
+    """`arm` (a row of ARMS) for len(schedule) segments from `start`; {step: metrics}."""
+    how = ARMS[arm]
     model = copy.deepcopy(start)
-    # step 0: the model against itself, so heldout_loss = log 2 and reward_acc = 1/2 by construction
-    opp_pairs = make_pairs(model, heldout, temperature, seed * 1000, task.max_new_tokens)
-    metrics, own = measure(model, frozen_copy(model), task, data, test, opp_pairs, lam,
-                           temperature, seed * 1000 + 1)
-    curve, previous = {0: metrics}, []
+    curve, own, previous, opponent = {0: step0}, own0, [], frozen_copy(start)
     for t, steps in enumerate(schedule):
-        opponent = frozen_copy(model)
-        pairs = own + previous  # this iteration's generations + the previous iteration's
-        spin_train(model, opponent, pairs, steps, batch_size, lr, warmup, lam,
-                   seed=seed * 1000 + t, desc=f"spin iter {t + 1}", progress=progress)
-        # held-out pairs from the opponent of this iteration: how well can theta_{t+1} tell them?
-        heldout_pairs = make_pairs(opponent, heldout, temperature, seed * 1000 + 10 * t + 2,
-                                   task.max_new_tokens)
+        begin = frozen_copy(model)  # theta_{t}: the model this segment starts from
+        desc = f"{arm} {t + 1}/{len(schedule)}"
+        if how["loss"] == "sft":  # the control: plain SFT on the same (x, y), same rate and steps
+            finetune(model, [(p.prompt, p.answer) for p in data], steps=steps,
+                     batch_size=batch_size, lr=lr, warmup=warmup, weight_decay=0.0,
+                     final_frac=1.0, seed=seed * 1000 + t, desc=desc, progress=progress)
+        else:
+            if how["refresh"]:  # the opponent is the previous iteration's model, and its answers
+                opponent, pairs = begin, own + previous
+            else:  # spin_long: theta_0 and its answers stay the opponent throughout
+                pairs = own0
+            spin_train(model, opponent, pairs, steps, batch_size, lr, warmup, lam,
+                       seed=seed * 1000 + t, alpha=alpha if how["nll"] else 0.0, desc=desc,
+                       progress=progress)
         previous = own
-        curve[t + 1], own = measure(model, opponent, task, data, test, heldout_pairs, lam,
-                                    temperature, seed * 1000 + 10 * t + 11)
+        curve[t + 1], own = measure(model, begin, task, data, heldout, test, lam, temperature,
+                                    seed * 1000 + 10 * (t + 1))
+        curve[t + 1]["gain"] = curve[t + 1]["test_acc"] - curve[t]["test_acc"]
     return curve
 
 
-def run_sft_more(start, task, data, test, schedule, lr, warmup, batch_size, seed, progress):
-    """Plain SFT on the same (x, y) pairs, the same steps per segment as spin's iterations."""
-    model = copy.deepcopy(start)
-    pairs = [(p.prompt, p.answer) for p in data]
-    curve = {}
-    for t, steps in enumerate(schedule):
-        finetune(model, pairs, steps=steps, batch_size=batch_size, lr=lr, warmup=warmup,
-                 weight_decay=0.0, seed=seed * 1000 + t, desc=f"sft_more {t + 1}",
-                 progress=progress)
-        curve[t + 1] = accuracies(model, task, data, test)
-    return curve
+def spin_data(task, seed, quick, data, n_data, n_heldout):
+    """The labelled pairs SPIN plays on, and held-out labelled problems of the same distribution.
+    fresh: gold-part problems after the base's D_gold (labelled, never seen by the base);
+    gold: D_gold itself (the paper's setting: the SFT model's own data)."""
+    n_gold = base_settings(task, quick=quick)["n_gold"]
+    gold = task.problems(n_gold + n_data + n_heldout, seed=seed, split="gold")
+    if data == "gold":
+        return gold[:n_data], gold[n_gold + n_data:]
+    return gold[n_gold:n_gold + n_data], gold[n_gold + n_data:]
 
 
-def run_spin_long(start, task, data, heldout, test, schedule, lam, lr, warmup, batch_size,
-                  temperature, seed, progress):
-    """One SPIN iteration against theta_0, as long as all of spin's iterations together."""
-    model = copy.deepcopy(start)
-    opponent = frozen_copy(model)
-    # the same samples of theta_0 as spin's first iteration (same seeds)
-    _, pairs = same_share(model, data, temperature, seed * 1000 + 1, task.max_new_tokens)
-    heldout_pairs = make_pairs(opponent, heldout, temperature, seed * 1000 + 2,
-                               task.max_new_tokens)
-    boundaries = [sum(schedule[:t + 1]) for t in range(len(schedule))]
-    curve = {}
-
-    def at_boundary(step):
-        curve[boundaries.index(step) + 1] = dict(
-            accuracies(model, task, data, test), **pair_metrics(model, opponent, heldout_pairs, lam))
-
-    spin_train(model, opponent, pairs, boundaries[-1], batch_size, lr, warmup, lam,
-               seed=seed * 1000 + 500, desc="spin_long", progress=progress,
-               evaluate_at=boundaries, evaluate=at_boundary)
-    return curve
-
-
-# ---------------------------------------------------------------------------------------------
-
-def run_seed(seed, task, device, quick, lam, iterations, epochs, n_data, n_heldout, n_test,
-             batch_size, lr, warmup, temperature, arms, no_progress):
-    start = base_model(task, seed=seed, device=device, quick=quick, progress=not no_progress)
-    # the SFT data: the first n_data prompts the base was trained on; held out: the next ones
-    train_set = task.problems(n_data + n_heldout, seed=seed, split="train")
-    data, heldout = train_set[:n_data], train_set[n_data:]
+def run_seed(seed, task, device, quick, lam, alpha, iterations, epochs, data, n_data, n_heldout,
+             n_test, batch_size, lr, warmup, temperature, arms, no_progress):
+    progress = not no_progress
+    start = base_model(task, seed=seed, device=device, quick=quick, progress=progress)
+    pairs_data, heldout = spin_data(task, seed, quick, data, n_data, n_heldout)
     test = task.problems(n_test, seed=0, split="test")
     schedule = steps_per_iteration(n_data, iterations, epochs, batch_size)
-    progress = not no_progress
-    run = {
-        "spin": lambda: run_spin(start, task, data, heldout, test, schedule, lam, lr, warmup,
-                                 batch_size, temperature, seed, progress),
-        "sft_more": lambda: run_sft_more(start, task, data, test, schedule, lr, warmup,
-                                         batch_size, seed, progress),
-        "spin_long": lambda: run_spin_long(start, task, data, heldout, test, schedule, lam, lr,
-                                           warmup, batch_size, temperature, seed, progress),
-    }
-    return common.run_arms(run, arms, seed)
+    # step 0, shared by every arm: the base against itself (heldout_loss = log 2, reward_acc =
+    # 1/2 by construction), and how often its samples on D_gold already equal the data
+    step0, own0 = measure(start, start, task, pairs_data, heldout, test, lam, temperature,
+                          seed * 1000)
+    gold = spin_data(task, seed, quick, "gold", n_data, 0)[0]
+    step0["same_gold"] = sum(g == y for _, y, g in make_pairs(
+        start, gold, temperature, seed * 1000 + 2, task.max_new_tokens)) / len(gold)
+    at = dict(start=start, step0=step0, own0=own0, task=task, data=pairs_data, heldout=heldout,
+              test=test, schedule=schedule, lam=lam, alpha=alpha, lr=lr, warmup=warmup,
+              batch_size=batch_size, temperature=temperature, seed=seed, progress=progress)
+    return common.run_arms({arm: lambda arm=arm: run_arm(arm, **at) for arm in ARMS}, arms, seed)
 
 
 def main():
     args = common.parse_args(__doc__, FLAGS, QUICK, default_task="arith")
-    common.comma_list(args.arms, ARMS, "arms")  # a bad arm fails now, not after a seed
-    common.run_seeds("spin", args, run_seed, FLAGS)
+    common.comma_list(args.arms, list(ARMS), "arms")  # a bad arm fails now, not after a seed
+    common.comma_list(args.data, DATA, "data")
+    # a lambda sweep's runs go to results/spin_lam<lambda>-<task>.*, beside the default's
+    lam = FLAGS["lam"][0]
+    common.run_seeds("spin", args, run_seed, FLAGS,
+                     name="spin" if args.lam == lam else f"spin_lam{args.lam:g}")
 
 
 if __name__ == "__main__":

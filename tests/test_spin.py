@@ -88,6 +88,20 @@ def test_gradient_is_exactly_zero_when_every_generation_equals_the_data():
     assert any(torch.count_nonzero(p.grad) > 0 for p in model.parameters())
 
 
+def test_nll_anchor_adds_alpha_times_the_real_answers_per_token_nll():
+    model = tiny_model()
+    opponent = spin.frozen_copy(model)
+    batch = list(zip(PROMPTS, REAL, GEN))
+    plain, _ = spin.batch_loss(model, opponent, batch, lam=1.0)
+    anchored, _ = spin.batch_loss(model, opponent, batch, lam=1.0, alpha=0.5)
+    with torch.no_grad():
+        logp, n = spin.answer_logprob(model, PROMPTS, REAL)
+    # the answers "64", "53", "0001" have 2, 2 and 4 digits, plus the end token each
+    assert n.tolist() == [3.0, 3.0, 5.0]
+    nll = (-logp / n).mean()
+    assert anchored.item() == pytest.approx(plain.item() + 0.5 * nll.item(), abs=1e-6)
+
+
 def test_opponent_never_changes_during_an_iteration_while_the_model_does():
     model = tiny_model()
     opponent = spin.frozen_copy(model)
@@ -123,14 +137,19 @@ def test_quick_run_writes_every_arm_and_metric():
     with open(os.path.join(ROOT, "out", "quick-results", "spin-arith.json")) as f:
         res = json.load(f)
     arms = {row["arm"] for row in res["rows"]}
-    assert arms == {"spin", "sft_more", "spin_long"}
+    assert arms == {"spin", "spin_nll", "sft_more", "spin_long"}
     metrics = {row["metric"] for row in res["rows"] if row["arm"] == "spin"}
-    assert metrics == {"test_acc", "train_acc", "heldout_loss", "reward_acc", "margin", "same"}
+    assert metrics == {"test_acc", "train_acc", "heldout_loss", "reward_acc", "margin", "same",
+                       "gold_nll", "heldout_nll", "logp_real", "logp_gen", "same_gold", "gain"}
     step0 = {row["metric"]: row["value"] for row in res["rows"]
              if row["arm"] == "spin" and row["step"] == 0}
     assert step0["heldout_loss"] == pytest.approx(math.log(2), abs=1e-3)
     assert step0["reward_acc"] == 0.5
     assert "| spin | 2 |" in r.stdout and "| spin_long | 2 |" in r.stdout
+    # every arm starts from the same measured base
+    for arm in arms:
+        assert {row["metric"]: row["value"] for row in res["rows"]
+                if row["arm"] == arm and row["step"] == 0} == step0
 
 
 @pytest.mark.parametrize("args", [["--task", "chess"], ["--lam", "0"], ["--iterations", "-1"],
