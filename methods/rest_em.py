@@ -1,222 +1,208 @@
 """ReST-EM: a model trained on its own verified answers (Singh et al. 2023, "Beyond Human Data:
 Scaling Self-Training for Problem-Solving with Language Models", arXiv 2312.06585).
 
-The idea: the model already solves some training problems some of the time. Sample K answers
-per training problem, keep the ones an oracle marks correct, and fine-tune on them. Repeat.
-There is no human answer anywhere in the loop, only a checker. The paper reads this as EM for
-RL with a binary "the answer was right" variable O:
+The idea: a model fine-tuned on scarce human data already solves some unlabelled problems some of
+the time. Sample K answers to every prompt of a large unlabelled pool, keep the ones a checker
+marks correct, and fine-tune on them. Repeat. No human answer to a pool prompt is ever used, only
+the checker. The paper reads this as EM for RL with a binary "the answer was right" variable:
 
-    E-step:  D_i = { (x, y) : x in train problems, y ~ p_theta(. | x), r(x, y) = 1 }
-             (at most `cap` correct samples kept per problem, so easy problems do not dominate)
-    M-step:  theta_i = argmax_theta  sum_{(x, y) in D_i}  r(x, y) * log p_theta(y | x)
-             trained FROM THE BASE MODEL theta_0, not from theta_{i-1}
+    E-step:  D_i = { (x, y) : x in pool, y ~ p_theta_{i-1}(. | x), r(x, y) = 1 }
+             (DISTINCT correct answers only, at most `cap` per prompt, so easy prompts, whose
+             K samples are all the same right answer, count once)
+    M-step:  theta_i = argmax_theta  sum_{(x, y) in D_gold + D_i}  log p_theta(y | x)
+             trained FROM THE BASE MODEL theta_0, not from theta_{i-1}, until the accuracy on a
+             labelled validation set stops rising (the paper: "while reward improves on a
+             validation set")
 
-With r in {0, 1} the M-step is plain SFT on the filtered set: `finetune` from methods/sft.py.
+With r in {0, 1} the M-step is plain SFT on the kept set: sft.finetune_early_stopped.
 
-Arms (all start from the same cached base model of the seed):
-  rest_em           restart every M-step from the base weights, as the paper does
-  rest_em_continue  fine-tune the previous iterate instead (the paper found it transfers worse)
-  rest_em_small     a training set a third the size (the paper's APPS regressed at iteration 2)
-  sft_gold          the "human data" control: fine-tune the base on the reference answers of
-                    the same training problems, with the same step budget
+Arms, one table (all start from the same scarce-data base of the seed, methods/sft.py, and every
+M-step trains on the base's own 1,000 labelled problems D_gold plus what its filter kept):
+  rest_em           the oracle filter above (binary reward), M-step from the base
+  self_train        no filter: the model's greedy answer to every pool prompt becomes a label,
+                    right or wrong (the error-avalanche control)
+  rest_em_vote      no oracle: keep the majority answer of the K samples where at least a
+                    `vote` share of them agree (majority-vote filtering, Lee et al. 2025)
+  sft_more          the M-step on D_gold alone: what the same training recipe gives without any
+                    pool data (is the base really at its plateau?)
+  sft_gold_pool     the M-step on D_gold + the pool WITH its gold labels: the upper bound of any
+                    self-training on this pool
+  rest_em_continue  (opt-in) rest_em with each M-step from the last iterate (the paper found it
+                    transfers worse)
+  rest_em_small     (opt-in) rest_em on a third of the pool (the paper's APPS regressed)
 
-Metrics at each iteration (step 0 = the base model; the E-step of iteration i+1 reuses the
-samples that measured `coverage` at step i):
-  test_acc         greedy accuracy on held-out test problems
-  train_acc        greedy accuracy on the arm's own training problems
-  coverage         share of training problems with at least one correct sample among K
-  kept             number of (problem, sample) pairs the M-step that made this model trained on
-  pass@1/4/16      unbiased pass@k from 16 samples per test problem
-  maj@16           accuracy of the majority answer of those 16 samples
-  harder_test_acc  greedy accuracy one difficulty step above training (easy-to-hard transfer)
+Metrics per iteration (step 0 = the base):
+  test_acc     greedy accuracy on the test split; pass@1, pass@16 from 16 samples at T = 0.8
+  label_acc    share of the kept (prompt, answer) pairs that are right, audited with the oracle
+               (never used for training by the arms without one; 1 for rest_em by construction)
+  kept         pairs the M-step trained on besides D_gold; covered: distinct pool prompts among them
+  m_steps      the step the M-step's early stopping kept
+  gap_closed   (test_acc - base) / (sft_gold_pool - base), per seed: the share of what the
+               pool's gold labels would give that the arm got without them
 
 What was simplified, and why:
-  - The paper trains each M-step "while reward improves on a validation set". Here an M-step is
-    a fixed number of steps (--steps), the same for every arm, so the arms cost the same and a
-    student can see overfitting instead of having it hidden by early stopping.
-  - K=16 samples per problem instead of 32 (arith answers are short and the model's samples are
-    mostly identical strings; 16 keep the default run inside its 5-minute CPU budget).
-  - An arith answer is one number, so the correct samples of a problem are copies of the same
-    string. The cap then just bounds how much weight one easy problem gets; it is still the
-    paper's rule and still matters for that reason.
-  - pass@k is measured at T=0.8 (as for the base models, tutorials/01_sft.md), not T=1.0/top-p.
+  - Scale: K = 8 samples per prompt (the paper: 32), 4,000 pool prompts, 3 iterations.
+  - The M-step adds D_gold to the model's own answers: the base learned from D_gold, and an
+    M-step from the base without it would first have to relearn it. The paper fine-tunes the
+    pretrained model on D_i alone.
+  - On arith every problem has one right answer, so "distinct correct answers" is the gold label
+    of each problem the model solved at least once: the information is which pool prompts the
+    model can solve. On code many programs pass; distinct programs are kept up to `cap`.
+  - pass@k is measured at T = 0.8 as everywhere in this repo.
 
 Run:
-  python methods/rest_em.py                      # arith, seed 0 (a few minutes on a CPU)
-  python methods/rest_em.py --seeds 0,1,2        # what results/rest_em-arith.md was made with
-  python methods/rest_em.py --task code --steps 400
+  python methods/rest_em.py                      # arith, seed 0
+  python methods/rest_em.py --seeds 0,1,2        # what results/rest_em-arith.* were made with
+  python methods/rest_em.py --task code
+  python methods/rest_em.py --arms rest_em,rest_em_continue,rest_em_small
   python methods/rest_em.py --quick              # tiny budget, same code path (for tests)
 
-What the paper saw: a large gain at iteration 1, little after, a regression on a small problem
-set. What you should see here (tutorials/06_rest_em.md has the 3-seed table): NO gain in greedy
-test accuracy at any iteration (changes of either sign, within the noise of the test set), while
-train accuracy climbs every iteration; the small set below its base at every iteration; pass@16
-and coverage falling as the model grows surer of its own answers; and sft_gold no better than
-rest_em, so more fine-tuning of this base buys nothing with either kind of data.
+What you should see: tutorials/06_rest_em.md reads the 3-seed table. The paper's claim holds if
+rest_em's test accuracy rises above sft_more and closes part of the gap to sft_gold_pool;
+self_train's label_acc is the model's own accuracy on the pool, and its errors become labels.
 """
 import copy
 import os
 import sys
+from collections import Counter
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root
 
 import common
-from sample import evaluate, generate
-from sft import base_model, finetune
-from verify import TASKS
+from sample import evaluate, generate, greedy
+from sft import base_model, base_settings, finetune_early_stopped, gold_data
 
 FLAGS = dict(
-    arms=("rest_em,rest_em_continue,rest_em_small,sft_gold", "comma-separated arms to run"),
-    train_problems=(1800, "training problems (rest_em_small uses a third of them)", 3),
+    arms=("sft_more,sft_gold_pool,rest_em,self_train,rest_em_vote", "comma-separated arms"),
+    pool=(4000, "unlabelled pool prompts (rest_em_small uses a third of them)", 3),
     iterations=(3, "E/M iterations per arm"),
-    samples=(16, "K: samples per problem, E-step"),
-    temperature=(0.7, "E-step temperature"),
-    top_k=(40, "E-step top-k"),
-    cap=(10, "correct samples kept per problem"),
-    steps=(250, "fine-tuning steps per M-step"),
-    batch_size=(64, "M-step batch size"),
+    samples=(8, "K: samples per prompt, E-step"),
+    temperature=(0.8, "E-step temperature"),
+    cap=(4, "distinct correct answers kept per prompt"),
+    vote=(0.5, "rest_em_vote: share of the K samples that must agree on an answer"),
+    steps=(3000, "M-step: at most this many steps (early-stopped on the base's val set)"),
+    eval_every=(250, "M-step: validation accuracy every this many steps"),
+    patience=(2, "M-step: stop after this many checks without a new best"),
+    batch_size=(32, "M-step batch size"),
     lr=(1e-3, "M-step peak learning rate"),
-    warmup=(30, "M-step warm-up steps", 0),
+    warmup=(50, "M-step warm-up steps", 0),
     test_problems=(500, "test problems"),
-    eval_samples=(16, "samples per test problem"),
-    eval_temperature=(0.8, "temperature of the pass@k / maj@k samples"),
+    eval_samples=(16, "samples per test problem for pass@k"),
 )
-QUICK = dict(train_problems=30, test_problems=20, samples=4, eval_samples=4, steps=5,
+QUICK = dict(pool=30, test_problems=20, samples=4, eval_samples=4, steps=10, eval_every=5,
              iterations=2)
-ARMS = ("rest_em", "rest_em_continue", "rest_em_small", "sft_gold")
-
-
-def warn(message):
-    print(message, file=sys.stderr)
-
-
-# ---------------------------------------------------------------------------------------------
-# E-step: sample, check, keep the correct ones
-
-def filter_correct(task, problems, samples, cap):
-    """Keep the samples the oracle marks correct, at most `cap` per problem.
-    samples[i] is the list of K completions for problems[i]. Returns (pairs, coverage):
-    pairs is a list of (prompt, completion), coverage the share of problems with >= 1 correct."""
-    pairs, covered = [], 0
-    for p, ss in zip(problems, samples):
-        good = [s for s in ss if task.check(p, s).correct][:cap]
-        covered += len(good) > 0
-        pairs += [(p.prompt, s) for s in good]
-    return pairs, covered / max(1, len(problems))
-
-
-def sample_train(model, task, problems, samples, temperature, top_k, seed):
-    """K = `samples` samples per training problem at the E-step's temperature and top-k."""
-    return generate(model, [p.prompt for p in problems], n=samples,
-                    max_new_tokens=task.max_new_tokens, temperature=temperature, top_k=top_k,
-                    seed=seed)
+# What each arm keeps from the pool, and where its M-step starts
+ARMS = {
+    "sft_more": dict(filter=None),
+    "sft_gold_pool": dict(filter="gold"),
+    "rest_em": dict(filter="oracle", restart=True),
+    "self_train": dict(filter="none", restart=True),
+    "rest_em_vote": dict(filter="vote", restart=True),
+    "rest_em_continue": dict(filter="oracle", restart=False),
+    "rest_em_small": dict(filter="oracle", restart=True, small=True),
+}
+EVAL_TEMPERATURE = 0.8
 
 
 # ---------------------------------------------------------------------------------------------
-# M-step: fine-tune on the kept pairs, from a given starting model
+# E-step: answer every pool prompt, keep what the filter trusts
 
-def m_step(start, pairs, steps, batch_size, lr, warmup, seed, desc, progress=True):
-    """A copy of `start` fine-tuned on `pairs` (start itself is left untouched)."""
+def e_step(model, task, pool, how, samples, temperature, cap, vote, seed):
+    """The (prompt, answer) pairs the filter `how` keeps from the model's answers on `pool`, and
+    their audit: {kept, covered, label_acc} (the oracle only audits, except for "oracle")."""
+    if how == "gold":  # the upper bound: the pool's own labels
+        kept = [(p, [p.answer]) for p in pool]
+    elif how == "none":  # self-training: the greedy answer, unchecked
+        kept = [(p, [a]) for p, a in zip(pool, greedy(model, task, pool)[0])]
+    else:
+        outs = generate(model, [p.prompt for p in pool], n=samples,
+                        max_new_tokens=task.max_new_tokens, temperature=temperature, seed=seed)
+        kept = []
+        for p, ss in zip(pool, outs):
+            if how == "oracle":  # distinct correct answers, in the order they were sampled
+                good = list(dict.fromkeys(s for s in ss if task.check(p, s).correct))[:cap]
+            else:  # vote: the most common answer, if enough of the samples agree
+                answer, count = Counter(ss).most_common(1)[0]
+                good = [answer] if count >= vote * samples else []
+            if good:
+                kept.append((p, good))
+    pairs = [(p.prompt, a) for p, answers in kept for a in answers]
+    right = sum(task.check(p, a).correct for p, answers in kept for a in answers)
+    return pairs, dict(kept=len(pairs), covered=len(kept), label_acc=right / max(1, len(pairs)))
+
+
+# ---------------------------------------------------------------------------------------------
+# M-step: fine-tune on D_gold + the kept pairs, early-stopped on the labelled val set
+
+def m_step(start, task, gold_pairs, pairs, val, seed, desc, tune):
+    """A copy of `start` fine-tuned on gold_pairs + pairs (start is left untouched), and the
+    step its early stopping kept."""
     model = copy.deepcopy(start)
-    finetune(model, pairs, steps=steps, batch_size=batch_size, lr=lr, warmup=warmup, seed=seed,
-             desc=desc, progress=progress)
-    return model
+    kept = finetune_early_stopped(model, task, gold_pairs + pairs, val, seed=seed, desc=desc,
+                                  **tune)
+    return model, kept.get("step", tune["steps"])
 
 
-# ---------------------------------------------------------------------------------------------
-# Evaluation
-
-def test_metrics(model, task, test, harder, eval_samples, eval_temperature, seed):
-    """Greedy test accuracy, pass@k and maj@n (self-consistency, checked by the oracle) from
-    n = eval_samples samples per test problem, and greedy accuracy on the harder problems."""
-    r = evaluate(model, task, test, n=eval_samples, temperature=eval_temperature, seed=seed,
-                 ks=[k for k in (1, 4, 16) if k <= eval_samples], vote=True)
-    return {"test_acc": r.pop("greedy_acc"), **r,
-            "harder_test_acc": evaluate(model, task, harder)["greedy_acc"]}
-
-
-# ---------------------------------------------------------------------------------------------
-# The arms. Each returns {step: metrics} for its steps (step 0 is the base, measured once).
-
-def run_em(arm, base, task, train, restart, iterations, cap, draw, measure, seed,
-           base_samples=None, log=warn, **tune):
-    """`iterations` E/M iterations from `base` on the problems `train`. draw(model, problems,
-    seed) is the E-step's sampler, measure(model, problems) the metrics of a model (train_acc on
-    `problems`, and the test metrics), `tune` the M-step's settings (steps, batch_size, lr, warmup,
-    progress). restart: every M-step starts from the base (the paper), else from the last
-    iterate. `base_samples`: the base's E-step samples on `train`, if the caller has them. An
-    E-step that finds no correct sample is reported and leaves the policy unchanged."""
+def run_arm(arm, base, task, gold_pairs, pool, val, iterations, samples, temperature, cap, vote,
+            measure, seed, tune):
+    """`iterations` E/M iterations of one arm from the base: {step: metrics}."""
+    how = ARMS[arm]
+    if how.get("small"):
+        pool = pool[:len(pool) // 3]
     model, curve = base, {}
-    samples = base_samples or draw(model, train, seed * 1000)
-    for it in range(1, iterations + 1):
-        pairs, _ = filter_correct(task, train, samples, cap)  # E-step
-        if not pairs:
-            log(f"{arm} seed {seed} iteration {it}: the E-step found no correct sample among "
-                f"{len(train)} x {len(samples[0])}; nothing to train on, the policy is unchanged")
-        else:  # M-step: from the base weights, or from the last iterate for the `continue` arm
-            start = base if restart else model
-            model = m_step(start, pairs, seed=seed * 1000 + it, desc=f"{arm} seed {seed} iter {it}",
-                           **tune)
-        samples = draw(model, train, seed * 1000 + it)
-        _, coverage = filter_correct(task, train, samples, cap)
-        curve[it] = dict(kept=len(pairs), coverage=coverage, **measure(model, train))
+    for it in range(1, (1 if how["filter"] in (None, "gold") else iterations) + 1):
+        pairs, audit = ([], dict(kept=0, covered=0)) if how["filter"] is None else e_step(
+            model, task, pool, how["filter"], samples, temperature, cap, vote, seed * 1000 + it)
+        start = base if how.get("restart", True) else model
+        model, m_steps = m_step(start, task, gold_pairs, pairs, val, seed * 1000 + it,
+                                f"{arm} seed {seed} iter {it}", tune)
+        curve[it] = dict(measure(model), **audit, m_steps=m_steps)
     return curve
 
 
-def run_sft_gold(base, train, measure, seed, **tune):
-    """The "human data" control: one M-step on the reference answers of the same problems."""
-    pairs = [(p.prompt, p.answer) for p in train]
-    model = m_step(base, pairs, seed=seed, desc=f"sft_gold seed {seed}", **tune)
-    return {1: dict(kept=len(pairs), **measure(model, train))}
+def gap_closed(rows):
+    """Add gap_closed = (test_acc - base) / (sft_gold_pool - base) to every arm's steps."""
+    acc = {(r["arm"], r["step"]): r["value"] for r in rows if r["metric"] == "test_acc"}
+    base, top = acc[("base", 0)], acc.get(("sft_gold_pool", 1))
+    if top is None or top <= base:
+        return rows
+    return rows + [dict(arm=arm, step=step, metric="gap_closed",
+                        value=round((a - base) / (top - base), 4))
+                   for (arm, step), a in acc.items() if arm != "base"]
 
 
 # ---------------------------------------------------------------------------------------------
 
-def run_seed(seed, task, device, quick, arms, train_problems, iterations, samples, temperature,
-             top_k, cap, steps, batch_size, lr, warmup, test_problems, eval_samples,
-             eval_temperature):
+def run_seed(seed, task, device, quick, arms, pool, iterations, samples, temperature, cap, vote,
+             steps, eval_every, patience, batch_size, lr, warmup, test_problems, eval_samples):
     progress = not quick
     base = base_model(task, seed=seed, device=device, quick=quick, progress=progress)
-    # the training problems of this seed; the small set is the first third of them
-    train = task.problems(train_problems, seed=1000 + seed, split="pool")
-    small = train[:len(train) // 3]
+    gold, val = gold_data(task, base_settings(task, quick=quick), seed)
+    gold_pairs = [(p.prompt, p.answer) for p in gold]
+    pool_problems = task.problems(pool, seed=seed, split="pool")
     test = task.problems(test_problems, seed=0, split="test")
-    harder = task.problems(test_problems, seed=0, split="test",
-                           difficulty=task.default_difficulty + 1)
 
-    def draw(model, problems, draw_seed):
-        return sample_train(model, task, problems, samples, temperature, top_k, draw_seed)
+    def measure(model):
+        r = evaluate(model, task, test, n=eval_samples, temperature=EVAL_TEMPERATURE, seed=seed,
+                     ks=sorted({1, eval_samples}))
+        return {"test_acc": r.pop("greedy_acc"), **r}
 
-    def measure(model, problems):
-        return dict(train_acc=evaluate(model, task, problems)["greedy_acc"],
-                    **test_metrics(model, task, test, harder, eval_samples, eval_temperature, seed))
-
-    tune = dict(steps=steps, batch_size=batch_size, lr=lr, warmup=warmup, progress=progress)
-    em = dict(task=task, iterations=iterations, cap=cap, draw=draw, measure=measure, seed=seed,
-              **tune)
-    # step 0: the base model, once (every arm starts from it)
-    base_samples = draw(base, train, seed * 1000)
-    metrics = dict(kept=0, coverage=filter_correct(task, train, base_samples, cap)[1],
-                   **measure(base, train))
-    common.show(f"seed {seed} base", metrics)
-    rows = common.rows_of("base", 0, metrics)
-    run = {
-        "rest_em": lambda: run_em("rest_em", base, train=train, restart=True,
-                                  base_samples=base_samples, **em),
-        "rest_em_continue": lambda: run_em("rest_em_continue", base, train=train, restart=False,
-                                           base_samples=base_samples, **em),
-        "rest_em_small": lambda: run_em("rest_em_small", base, train=small, restart=True, **em),
-        "sft_gold": lambda: run_sft_gold(base, train, measure, seed, **tune),
-    }
-    return rows + common.run_arms(run, arms, seed)
+    start = measure(base)
+    common.show(f"seed {seed} base", start)
+    tune = dict(steps=steps, eval_every=eval_every, patience=patience, batch_size=batch_size,
+                lr=lr, warmup=warmup, progress=progress)
+    at = dict(base=base, task=task, gold_pairs=gold_pairs, pool=pool_problems, val=val,
+              iterations=iterations, samples=samples, temperature=temperature, cap=cap,
+              vote=vote, measure=measure, seed=seed, tune=tune)
+    run = {arm: lambda arm=arm: run_arm(arm, **at) for arm in ARMS}
+    return gap_closed(common.rows_of("base", 0, start) + common.run_arms(run, arms, seed))
 
 
 def main():
     args = common.parse_args(__doc__, FLAGS, QUICK, default_task="arith")
-    common.comma_list(args.arms, ARMS, "arms")  # a bad arm fails now, not after a seed
-    task = TASKS[args.task]
-    if task.default_difficulty + 1 not in task.difficulties:
-        common.fail(f"task {args.task} has no difficulty above {task.default_difficulty}")
+    common.comma_list(args.arms, list(ARMS), "arms")  # a bad arm fails now, not after a seed
+    if not 0 < args.vote <= 1:
+        common.fail(f"--vote is a share of the samples, in (0, 1]; got {args.vote}")
     common.run_seeds("rest_em", args, run_seed, FLAGS)
 
 

@@ -170,6 +170,27 @@ def finetune(model, pairs, steps=1000, batch_size=64, lr=1e-3, warmup=100, weigh
                  progress=progress, **loop)
 
 
+def finetune_early_stopped(model, task, pairs, val, steps, eval_every, patience, seed=0,
+                           **tune):
+    """`finetune` with early stopping on the greedy accuracy on the labelled problems `val`,
+    checked every eval_every steps: the best checkpoint is kept (loaded into `model` at the end)
+    and training stops after `patience` checks without a new best. No val: plain finetune.
+    Returns {val_acc, step} of the kept checkpoint ({} without val)."""
+    kept = {}
+
+    def keep_best(step):
+        acc = evaluate(model, task, val)["greedy_acc"]
+        if acc > kept.get("val_acc", -1.0):
+            kept.update(val_acc=acc, step=step, state=copy.deepcopy(model.state_dict()))
+        return step - kept["step"] >= patience * eval_every
+
+    every = range(eval_every, steps + 1, eval_every) if val else ()
+    finetune(model, pairs, steps=steps, seed=seed, evaluate_at=every, evaluate=keep_best, **tune)
+    if kept:
+        model.load_state_dict(kept.pop("state"))
+    return kept
+
+
 # ---------------------------------------------------------------------------------------------
 # The base models, cached in out/
 
@@ -208,22 +229,11 @@ def base_model(task, seed=0, device="cpu", quick=False, gold="scarce", n_gold=No
         data, val = gold_data(task, s, seed)
         model = GPT(GPTConfig(n_layer=s["n_layer"], n_head=s["n_head"], n_embd=s["n_embd"],
                               block_size=s["block_size"])).to(device)
-
-        def keep_best(step):
-            """Early stopping: keep the checkpoint of the best validation accuracy; stop after
-            `patience` checks without a new best."""
-            acc = evaluate(model, task, val)["greedy_acc"]
-            if acc > kept.get("val_acc", -1.0):
-                kept.update(val_acc=acc, step=step, state=copy.deepcopy(model.state_dict()))
-            return step - kept["step"] >= s["patience"] * s["eval_every"]
-
-        every = range(s["eval_every"], s["steps"] + 1, s["eval_every"]) if val else ()
-        finetune(model, [(p.prompt, p.answer) for p in data], steps=s["steps"],
-                 batch_size=s["batch_size"], lr=s["lr"], warmup=s["warmup"], seed=seed,
-                 desc=f"base {task.name} seed {seed}", progress=progress, evaluate_at=every,
-                 evaluate=keep_best)
-        if kept:
-            model.load_state_dict(kept.pop("state"))
+        kept.update(finetune_early_stopped(
+            model, task, [(p.prompt, p.answer) for p in data], val, steps=s["steps"],
+            eval_every=s["eval_every"], patience=s["patience"], batch_size=s["batch_size"],
+            lr=s["lr"], warmup=s["warmup"], seed=seed, desc=f"base {task.name} seed {seed}",
+            progress=progress))
         return model
 
     return common.cached(path, train_base, device, task=task.name, seed=seed, settings=s,
