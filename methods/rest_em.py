@@ -12,7 +12,7 @@ the checker. The paper reads this as EM for RL with a binary "the answer was rig
     M-step:  theta_i = argmax_theta  sum_{(x, y) in D_gold + D_i}  log p_theta(y | x)
              trained FROM THE BASE MODEL theta_0, not from theta_{i-1}, until the accuracy on a
              labelled validation set stops rising (the paper: "while reward improves on a
-             validation set")
+             validation set"); the kept checkpoint is the best on it, the start included
 
 With r in {0, 1} the M-step is plain SFT on the kept set: sft.finetune_early_stopped.
 
@@ -36,7 +36,7 @@ Metrics per iteration (step 0 = the base):
   label_acc    share of the kept (prompt, answer) pairs that are right, audited with the oracle
                (never used for training by the arms without one; 1 for rest_em by construction)
   kept         pairs the M-step trained on besides D_gold; covered: distinct pool prompts among them
-  m_steps      the step the M-step's early stopping kept
+  m_steps      the step the M-step's early stopping kept (0: no step beat the start on val)
   gap_closed   (test_acc - base) / (sft_gold_pool - base), per seed: the share of what the
                pool's gold labels would give that the arm got without them
 
@@ -82,7 +82,7 @@ FLAGS = dict(
     vote=(0.5, "rest_em_vote: share of the K samples that must agree on an answer"),
     steps=(3000, "M-step: at most this many steps (early-stopped on the base's val set)"),
     eval_every=(250, "M-step: validation accuracy every this many steps"),
-    patience=(2, "M-step: stop after this many checks without a new best"),
+    patience=(4, "M-step: stop after this many checks without a new best"),
     batch_size=(32, "M-step batch size"),
     lr=(1e-3, "M-step peak learning rate"),
     warmup=(50, "M-step warm-up steps", 0),
@@ -139,7 +139,7 @@ def m_step(start, task, gold_pairs, pairs, val, seed, desc, tune):
     step its early stopping kept."""
     model = copy.deepcopy(start)
     kept = finetune_early_stopped(model, task, gold_pairs + pairs, val, seed=seed, desc=desc,
-                                  **tune)
+                                  check_start=True, **tune)
     return model, kept.get("step", tune["steps"])
 
 

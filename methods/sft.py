@@ -171,10 +171,11 @@ def finetune(model, pairs, steps=1000, batch_size=64, lr=1e-3, warmup=100, weigh
 
 
 def finetune_early_stopped(model, task, pairs, val, steps, eval_every, patience, seed=0,
-                           **tune):
+                           check_start=False, **tune):
     """`finetune` with early stopping on the greedy accuracy on the labelled problems `val`,
-    checked every eval_every steps: the best checkpoint is kept (loaded into `model` at the end)
-    and training stops after `patience` checks without a new best. No val: plain finetune.
+    checked every eval_every steps (and before the first with check_start, so that a model no
+    step improves comes back unchanged): the best checkpoint is kept (loaded into `model` at the
+    end) and training stops after `patience` checks without a new best. No val: plain finetune.
     Returns {val_acc, step} of the kept checkpoint ({} without val)."""
     kept = {}
 
@@ -184,7 +185,7 @@ def finetune_early_stopped(model, task, pairs, val, steps, eval_every, patience,
             kept.update(val_acc=acc, step=step, state=copy.deepcopy(model.state_dict()))
         return step - kept["step"] >= patience * eval_every
 
-    every = range(eval_every, steps + 1, eval_every) if val else ()
+    every = range(0 if check_start else eval_every, steps + 1, eval_every) if val else ()
     finetune(model, pairs, steps=steps, seed=seed, evaluate_at=every, evaluate=keep_best, **tune)
     if kept:
         model.load_state_dict(kept.pop("state"))
