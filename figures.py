@@ -1,6 +1,8 @@
 """Figures of the results: one PNG per phenomenon, drawn from results/*.json.
 
 What it draws (each only if its results file exists; otherwise it prints "skip ..."):
+  sft_curve_<task>.png          sft-<task>: the base's test accuracy against N labelled
+                                problems, with sft_more and sft_gold_pool beside it
   reflexion_trials.png          reflexion-code: share of problems solved after each trial, per
                                 arm, against the base model's pass@32 (the ceiling)
   self_correct_transitions.png  self_correct-arith: how each review round changes the answers
@@ -10,12 +12,15 @@ What it draws (each only if its results file exists; otherwise it prints "skip .
                                 step, one heatmap per arm (rows: weak teacher, columns: student)
   w2s_curves.png                weak_to_strong-arith: student test accuracy during training, per
                                 (teacher, student) pair, against the teacher and the ceiling
-  rest_em_iterations.png        rest_em-arith: test_acc, train_acc and pass@16 per iteration
+  rest_em_iterations.png        rest_em-arith: test accuracy and the filters' audited label
+                                accuracy per iteration, per arm
   rest_steps.png                rest-code: true test reward and learned (proxy) reward per
                                 Improve step, for ReST scored by the oracle or by the proxy
   rerank_curves.png             rerank-arith: test accuracy against N samples per problem
-  spin_iterations.png           spin-arith: test accuracy per iteration, and the held-out SPIN
-                                loss against log 2
+  spin_iterations.png           spin-arith: test accuracy, gold NLL, end-of-iteration reward
+                                accuracy and `same` per iteration, per arm
+  grpo_passk.png                grpo-arith: test accuracy against the completions sampled, and
+                                pass@k of the base and of each trained model
 
 Lines are the mean over seeds; the shaded band is +- one sample standard deviation over seeds.
 On arith the seeds' base models differ far more than the methods change them, so its accuracy
@@ -37,159 +42,10 @@ import json
 import math
 import os
 import re
-import statistics
 import sys
 
-from common import mean_std
-
-NEED_MATPLOTLIB = "figures need matplotlib: pip install matplotlib"
-SIZE = (6, 4)   # inches, for a one-panel figure; panels of wider figures are about as large
-DPI = 110
-
-
-# ---------------------------------------------------------------------------------------------
-# Reading rows: mean and std over seeds
-# ---------------------------------------------------------------------------------------------
-
-def matching(rows, arm, metric, **keys):
-    """The rows of one (arm, metric), narrowed on extra keys (weak_to_strong: weak="S")."""
-    return [r for r in rows if r["arm"] == arm and r["metric"] == metric
-            and all(r.get(k) == v for k, v in keys.items())]
-
-
-def by_step(rows, arm, metric, **keys):
-    """(steps, means, stds) of one (arm, metric) over seeds, steps ascending.
-
-    `keys` narrows further on the extra keys of a row (weak_to_strong: weak="S", strong="M").
-    std is the sample std (ddof=1), as in the results' markdown tables; 0 for a single seed.
-    """
-    values = {}
-    for r in matching(rows, arm, metric, **keys):
-        values.setdefault(r.get("step", 0), []).append(r["value"])
-    steps = sorted(values)
-    stats = [mean_std(values[s]) for s in steps]
-    return steps, [m for m, _ in stats], [s for _, s in stats]
-
-
-def final(rows, arm, metric, **keys):
-    """(mean, number of seeds) of (arm, metric) at its largest step, or None without rows."""
-    steps, means, _ = by_step(rows, arm, metric, **keys)
-    if not steps:
-        return None
-    seeds = sum(r.get("step", 0) == steps[-1] for r in matching(rows, arm, metric, **keys))
-    return means[-1], seeds
-
-
-def starting_from(rows, base_arm, arms):
-    """rows, plus base_arm's step-0 rows copied into each of `arms`.
-
-    Every arm starts from the same base model, but the methods write the base once (as its own
-    arm, or only in the first arm); copying it lets each arm's line start at step 0.
-    """
-    start = [r for r in rows if r["arm"] == base_arm and r.get("step", 0) == 0]
-    return rows + [dict(r, arm=a) for a in arms for r in start]
-
-
-def starts(rows, arm, metric, step=0):
-    """{seed: value} of (arm, metric) at `step`: each seed's own starting point."""
-    return {r["seed"]: r["value"] for r in matching(rows, arm, metric) if r.get("step", 0) == step}
-
-
-def change_from_start(rows, metric, arms, start_arm=None, start_step=0):
-    """The `metric` rows of `arms`, each value minus the same seed's start.
-
-    The start is (start_arm, start_step), or the arm's own step-0 value when start_arm is None.
-    by_step() of these rows gives the mean and std over seeds of the per-seed changes, which
-    leaves out how far apart the seeds' starting points are. Seeds without a start are dropped.
-    """
-    changed = []
-    for arm in arms:
-        start = starts(rows, start_arm or arm, metric, start_step)
-        changed += [dict(r, value=r["value"] - start[r["seed"]])
-                    for r in matching(rows, arm, metric) if r["seed"] in start]
-    return changed
-
-
-def first_seen(rows, key, arms):
-    """The values of rows[key] among `arms`, in the order they first appear (model sizes)."""
-    seen = []
-    for r in rows:
-        if r["arm"] in arms and r[key] not in seen:
-            seen.append(r[key])
-    return seen
-
-
-def arms_in(rows, wanted):
-    """The arms of `wanted` that the file has, in `wanted`'s order."""
-    have = {r["arm"] for r in rows}
-    return [a for a in wanted if a in have]
-
-
-# ---------------------------------------------------------------------------------------------
-# Drawing helpers
-# ---------------------------------------------------------------------------------------------
-
-def matplotlib_figure():
-    """matplotlib's Figure class, with the Agg canvas; ImportError with a one-line fix if missing.
-
-    Figures are made without pyplot: nothing global (no GUI backend, no open-figure list) changes
-    for a caller such as a notebook.
-    """
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError as e:
-        raise ImportError(NEED_MATPLOTLIB) from e
-
-    def new_figure(ncols=1, nrows=1, width=None, height=None):
-        # constrained layout: room for labels, suptitles, colour bars and legends outside the axes
-        fig = Figure(figsize=(width or SIZE[0] * ncols, height or SIZE[1] * nrows), dpi=DPI,
-                     layout="constrained")
-        FigureCanvasAgg(fig)
-        axes = fig.subplots(nrows, ncols, squeeze=False)
-        return fig, [ax for row in axes for ax in row]
-    return new_figure
-
-
-def line(ax, rows, arm, metric, label=None, color=None, **keys):
-    """Mean over seeds as a line with markers, +- one std as a band. Nothing if no rows."""
-    steps, means, stds = by_step(rows, arm, metric, **keys)
-    if not steps:
-        return
-    drawn = ax.plot(steps, means, marker="o", markersize=4, label=label or arm, color=color)[0]
-    ax.fill_between(steps, [m - s for m, s in zip(means, stds)],
-                    [m + s for m, s in zip(means, stds)], color=drawn.get_color(), alpha=0.12,
-                    linewidth=0)
-
-
-def change_lines(ax, rows, metric, arms, start_arm=None, start_step=0, labels=None,
-                 ylabel="change in test accuracy\nvs each seed's base"):
-    """One line() per arm of its per-seed change from the start (see change_from_start), and a
-    dashed line at 0 (no change). Returns the starts' mean over seeds (nan without any), for a note.
-    """
-    changed = change_from_start(rows, metric, arms, start_arm, start_step)
-    for i, arm in enumerate(arms):
-        line(ax, changed, arm, metric, label=(labels or {}).get(arm), color=f"C{i}")
-    ax.axhline(0, color="black", linestyle="--", linewidth=1)
-    ax.set_ylabel(ylabel)
-    start = starts(rows, start_arm or (arms[0] if arms else None), metric, start_step)
-    return statistics.fmean(start.values()) if start else math.nan
-
-
-def integer_steps(ax):
-    from matplotlib.ticker import MaxNLocator
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-
-
-def save(fig, out_dir, name):
-    path = os.path.join(out_dir, name)
-    fig.savefig(path)
-    return path
-
-
-def seeds_note(data):
-    n = len(data.get("seeds", []))
-    return f"{data['task']}, {n} seed{'s' if n != 1 else ''}; band: ± 1 std over seeds"
+from plots import (NEED_MATPLOTLIB, arms_in, by_step, change_lines, final, first_seen,
+                   integer_steps, line, matplotlib_figure, save, seeds_note, starting_from)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -325,21 +181,25 @@ def _w2s_curves(data, out_dir, new_figure, arms, pairs):
 
 
 def draw_rest_em(data, out_dir, new_figure):
-    arms = ["rest_em", "rest_em_continue", "rest_em_small", "sft_gold"]
+    arms = ["rest_em", "rest_em_vote", "self_train", "rest_em_continue", "rest_em_small",
+            "sft_more", "sft_gold_pool"]
     rows = starting_from(data["rows"], "base", arms)
     arms = arms_in(rows, arms)
-    metrics = [("test_acc", "greedy test accuracy"), ("train_acc", "greedy train accuracy"),
-               ("pass@16", "test pass@16 (16 samples)")]
-    fig, axes = new_figure(ncols=3, width=13, height=4)
-    for ax, (metric, label) in zip(axes, metrics):
-        what = label.split(" (")[0]
-        base = change_lines(ax, rows, metric, arms, ylabel=f"change in {what}\nvs each seed's base")
+    fig, (acc, labels) = new_figure(ncols=2, width=11)
+    for i, arm in enumerate(arms):
+        line(acc, rows, arm, "test_acc", color=f"C{i}")
+        line(labels, data["rows"], arm, "label_acc", color=f"C{i}")
+    acc.set_ylabel("greedy test accuracy")
+    acc.set_title("test accuracy per iteration (0 = the base;\nthe controls are one M-step)",
+                  fontsize=9)
+    labels.set_ylabel("share of kept labels that are right")
+    labels.set_title("label accuracy of each filter, audited by the oracle", fontsize=9)
+    for ax in (acc, labels):
         integer_steps(ax)
-        ax.set_xlabel("iteration (0 = the base model)")
-        ax.set_title(f"{label}\n(base: {base:.2f} on average)", fontsize=9)
-    axes[1].legend(fontsize=7, loc="upper left")   # the train panel's lines all rise from 0
-    fig.suptitle(f"ReST-EM: self-training on its own verified answers ({seeds_note(data)}; "
-                 f"change from each seed's own base)", fontsize=9)
+        ax.set_xlabel("iteration")
+        ax.legend(fontsize=7)
+    fig.suptitle(f"ReST-EM on the pool: filters against the pool's gold labels "
+                 f"({seeds_note(data)})", fontsize=9)
     return [save(fig, out_dir, "rest_em_iterations.png")]
 
 
@@ -398,31 +258,91 @@ def draw_rerank(data, out_dir, new_figure):
 
 
 def draw_spin(data, out_dir, new_figure):
-    arms = ["spin", "sft_more", "spin_long"]
-    rows = starting_from(data["rows"], "spin", ["sft_more", "spin_long"])
-    fig, (acc, loss) = new_figure(ncols=2, width=11)
-    sft = change_lines(acc, rows, "test_acc", arms_in(rows, arms),
-                       ylabel="change in greedy test accuracy\nvs each seed's SFT model")
-    acc.set_xlabel("iteration (0 = the SFT model)")
-    acc.set_title(f"test accuracy, as change from iteration 0\n"
-                  f"(SFT model: {sft:.2f} on average)", fontsize=9)
-    acc.legend(fontsize=8)
-    line(loss, rows, "spin", "heldout_loss", label="spin: held-out SPIN loss")
-    # log 2 is the loss of logits 0: a model that cannot tell the data from its own answers
-    loss.axhline(math.log(2), color="black", linestyle="--", linewidth=1,
-                 label="log 2 = cannot tell them apart")
-    loss.set_xlabel("iteration (loss at the end of it)")
-    loss.set_ylabel("held-out SPIN loss")
-    loss.set_title("can the model tell the data from its own answers?", fontsize=9)
-    loss.legend(fontsize=8, loc="lower left")
-    for ax in (acc, loss):
+    rows = data["rows"]  # every arm has the shared step 0
+    arms = arms_in(rows, ["spin", "spin_nll", "sft_more", "spin_long"])
+    panels = [("test_acc", "greedy test accuracy"),
+              ("gold_nll", "per-token NLL of the real answers\n(KL(p_data || p_theta))"),
+              ("reward_acc", "reward accuracy at the end of the iteration\n(0.5: cannot tell)"),
+              ("same", "share of own samples equal to the data")]
+    fig, axes = new_figure(ncols=2, nrows=2, width=11, height=7.5)
+    for ax, (metric, label) in zip(axes, panels):
+        for i, arm in enumerate(arms):
+            line(ax, rows, arm, metric, color=f"C{i}")
+        if metric == "reward_acc":
+            ax.axhline(0.5, color="black", linestyle="--", linewidth=1)
         integer_steps(ax)
-    fig.suptitle(f"SPIN: self-play fine-tuning ({seeds_note(data)})", fontsize=9)
+        ax.set_xlabel("iteration (0 = the SFT base)")
+        ax.set_ylabel(label.split("\n")[0])
+        ax.set_title(label, fontsize=9)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"SPIN: does p_theta move to p_data? ({seeds_note(data)})", fontsize=9)
     return [save(fig, out_dir, "spin_iterations.png")]
+
+
+def draw_grpo(data, out_dir, new_figure):
+    rows = data["rows"]
+    arms = arms_in(rows, ["grpo", "reinforce", "rest_em"])
+    fig, (acc, curve) = new_figure(ncols=2, width=11)
+    base_acc = by_step(rows, "base", "test_acc")[1]
+    for i, arm in enumerate(arms):
+        steps, means, stds = by_step(rows, arm, "test_acc")
+        spent = dict(zip(*by_step(rows, arm, "samples")[:2]))
+        xs = [0] + [spent[s] for s in steps]
+        ys, es = base_acc[:1] + means, [0.0] + stds
+        drawn = acc.plot(xs, ys, marker="o", markersize=4, label=arm, color=f"C{i}")[0]
+        acc.fill_between(xs, [y - e for y, e in zip(ys, es)], [y + e for y, e in zip(ys, es)],
+                         color=drawn.get_color(), alpha=0.12, linewidth=0)
+    acc.set_xlabel("completions sampled for training")
+    acc.set_ylabel("greedy test accuracy")
+    acc.set_title("test accuracy against the sampling budget", fontsize=9)
+    acc.legend(fontsize=8)
+    for i, arm in enumerate(["base"] + arms):
+        last = max(by_step(rows, arm, "test_acc")[0])
+        ks = sorted(int(r["metric"][5:]) for r in rows if r["arm"] == arm and r["step"] == last
+                    and r["metric"].startswith("pass@") and r["seed"] == rows[0]["seed"])
+        means = [final_at(rows, arm, f"pass@{k}", last) for k in ks]
+        curve.plot(ks, means, marker="o", markersize=4, label=arm if arm != "base" else
+                   "base model", color="black" if arm == "base" else f"C{i - 1}",
+                   linestyle="--" if arm == "base" else "-")
+    curve.set_xscale("log", base=2)
+    curve.set_xlabel("k (log scale)")
+    curve.set_ylabel("pass@k on the test split (T = 0.8)")
+    curve.set_title("pass@k after training against the base's", fontsize=9)
+    curve.legend(fontsize=8)
+    fig.suptitle(f"RL with the oracle's reward ({seeds_note(data)})", fontsize=9)
+    return [save(fig, out_dir, "grpo_passk.png")]
+
+
+def final_at(rows, arm, metric, step):
+    """Mean over seeds of (arm, metric) at `step`."""
+    steps, means, _ = by_step(rows, arm, metric)
+    return means[steps.index(step)]
+
+
+def draw_sft(data, out_dir, new_figure):
+    rows = data["rows"]
+    curve = sorted(int(a[7:]) for a in {r["arm"] for r in rows} if a.startswith("n_gold_"))
+    fig, (ax,) = new_figure()
+    means = [by_step(rows, f"n_gold_{n}", "test_acc")[1][0] for n in curve]
+    stds = [by_step(rows, f"n_gold_{n}", "test_acc")[2][0] for n in curve]
+    ax.errorbar(curve, means, yerr=stds, marker="o", capsize=3, label="base on N gold problems")
+    for arm, marker in (("sft_more", "s"), ("sft_gold_pool", "^")):
+        if by_step(rows, arm, "test_acc")[0]:
+            _, m, sd = by_step(rows, arm, "test_acc")
+            ax.errorbar([curve[len(curve) // 2]], m, yerr=sd, marker=marker, capsize=3,
+                        linestyle="none", label=f"{arm} (from the default base)")
+    ax.set_xscale("log")
+    ax.set_xlabel("N = labelled problems (log scale)")
+    ax.set_ylabel("greedy test accuracy")
+    ax.set_title(f"the base against the amount of labelled data ({seeds_note(data)})", fontsize=9)
+    ax.legend(fontsize=7)
+    return [save(fig, out_dir, f"sft_curve_{data['task']}.png")]
 
 
 # (results file, drawing function), in the order of the tutorials
 FIGURES = [
+    ("sft-arith.json", draw_sft),
+    ("sft-code.json", draw_sft),
     ("reflexion-code.json", draw_reflexion),
     ("self_correct-arith.json", draw_self_correct),
     ("weak_to_strong-arith.json", draw_weak_to_strong),
@@ -430,6 +350,7 @@ FIGURES = [
     ("rest_em-arith.json", draw_rest_em),
     ("rerank-arith.json", draw_rerank),
     ("spin-arith.json", draw_spin),
+    ("grpo-arith.json", draw_grpo),
 ]
 
 

@@ -99,12 +99,14 @@ def lines_for(task, results=RESULTS):
     rec = load("rest_em", task, results)
     if rec:
         c = rec["config"]
-        for arm in ("rest_em", "rest_em_continue", "rest_em_small"):
-            n_train = c["train_problems"] // 3 if arm == "rest_em_small" else c["train_problems"]
-            add(f"ReST-EM: {arm}", rec, arm, "test_acc", 0, None, c["samples"],
-                n_train * c["samples"] * c["iterations"], c["test_problems"], before_arm="base")
-        add("ReST-EM control: sft_gold", rec, "sft_gold", "test_acc", 0, None, 0, 0,
-            c["test_problems"], before_arm="base")
+        for arm in ("rest_em", "rest_em_vote", "self_train", "rest_em_continue", "rest_em_small"):
+            prompts = c["pool"] // 3 if arm == "rest_em_small" else c["pool"]
+            k = 1 if arm == "self_train" else c["samples"]  # self_train: the greedy answer
+            add(f"ReST-EM: {arm}", rec, arm, "test_acc", 0, None, k,
+                prompts * k * c["iterations"], c["test_problems"], before_arm="base")
+        for arm in ("sft_more", "sft_gold_pool"):
+            add(f"ReST-EM control: {arm}", rec, arm, "test_acc", 0, None, 0, 0,
+                c["test_problems"], before_arm="base")
     rec = load("rest", task, results)
     if rec:
         c = rec["config"]
@@ -117,11 +119,18 @@ def lines_for(task, results=RESULTS):
     rec = load("spin", task, results)
     if rec:
         c = rec["config"]
-        for arm in ("spin", "spin_long"):
+        for arm in ("spin", "spin_nll", "spin_long"):
             add(f"SPIN: {arm}", rec, arm, "test_acc", 0, None, c["iterations"],
-                c["n_data"] * c["iterations"], c["n_test"], before_arm="spin")
-        add("SPIN control: sft_more", rec, "sft_more", "test_acc", 0, None, 0, 0, c["n_test"],
-            before_arm="spin")
+                c["n_data"] * c["iterations"], c["n_test"])
+        add("SPIN control: sft_more", rec, "sft_more", "test_acc", 0, None, 0, 0, c["n_test"])
+    rec = load("grpo", task, results)
+    if rec:
+        c = rec["config"]
+        batches = {"grpo": -(-c["steps"] // c["inner_steps"]), "reinforce": c["steps"]}
+        batches["rest_em"] = batches["grpo"]  # rest_em is given grpo's budget of samples
+        for arm in ("grpo", "reinforce", "rest_em"):
+            add(f"RL: {arm}", rec, arm, "test_acc", 0, None, c["group"],
+                batches[arm] * c["prompts"] * c["group"], c["test_problems"], before_arm="base")
     return out
 
 

@@ -3,6 +3,7 @@
     python run_all.py              # everything that is missing or stale, then report.py
     python run_all.py --dry-run    # say what would run and what is current, run nothing
     python run_all.py --only spin,rest_em
+    python run_all.py --jobs 2     # two runs at a time (one per core), logs in out/logs/
 
 A run is skipped when results/<method>-<task>.json was written by the same command (flags and
 seeds), the same code, and on the same kind of machine: the record's `code` field is a hash of
@@ -32,7 +33,8 @@ import common
 # (method, task): each method on its default task; the base models and their ceiling first
 RUNS = [("sft", "arith"), ("sft", "code"), ("ceiling", "arith"), ("ceiling", "code"),
         ("self_correct", "arith"), ("reflexion", "code"), ("rerank", "arith"),
-        ("rest_em", "arith"), ("rest", "code"), ("spin", "arith"), ("weak_to_strong", "arith")]
+        ("rest_em", "arith"), ("rest", "code"), ("spin", "arith"), ("grpo", "arith"),
+        ("weak_to_strong", "arith")]
 
 
 def argv_for(task, seeds, device):
@@ -70,6 +72,36 @@ def status(method, task, seeds, device, threads):
     return ("stale: " + ", ".join(why) if why else "current"), rec.get("wall_seconds")
 
 
+def run_phase(runs, args, env, start):
+    """Run `runs`, args.jobs at a time (with more than one, each run's output goes to
+    out/logs/<method>-<task>.log); return the ones that failed."""
+    waiting, running, failed = list(runs), [], []
+    os.makedirs(os.path.join(common.OUT, "logs"), exist_ok=True)
+    while waiting or running:
+        while waiting and len(running) < args.jobs:
+            m, t = waiting.pop(0)
+            cmd = [sys.executable, os.path.join("methods", f"{m}.py")] + argv_for(t, args.seeds,
+                                                                                 args.device)
+            path = os.path.join(common.OUT, "logs", f"{m}-{t}.log")
+            log = None if args.jobs == 1 else open(path, "w")
+            print(f"\n=== start {' '.join(cmd[1:])}   ({(time.time() - start) / 60:.1f} min so far)"
+                  + (f", log in out/logs/{m}-{t}.log" if log else ""), flush=True)
+            proc = subprocess.Popen(cmd, cwd=common.ROOT, env=env, stdout=log,
+                                    stderr=subprocess.STDOUT if log else None)
+            running.append((m, t, time.time(), log, proc))
+        time.sleep(1)
+        for job in [j for j in running if j[4].poll() is not None]:
+            m, t, t0, log, proc = job
+            running.remove(job)
+            if log:
+                log.close()
+            done = "done" if proc.returncode == 0 else f"FAILED (exit {proc.returncode})"
+            print(f"=== {m} {t}: {done} in {(time.time() - t0) / 60:.1f} min", flush=True)
+            if proc.returncode != 0:
+                failed.append(f"{m} {t}")
+    return failed
+
+
 def main():
     p = common.Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", default="0,1,2", help="seeds of every run (default 0,1,2)")
@@ -78,8 +110,12 @@ def main():
     p.add_argument("--dry-run", action="store_true", help="show what would run, run nothing")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "mps"],
                    help="device of every run (default cpu: the device results/ was made on)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs at a time (default 1; 2 on a 2-core CPU: the base models are "
+                        "trained first, then the methods share them)")
     p.add_argument("--threads", type=int, default=1,
-                   help="torch threads per run (default 1: numbers that do not depend on the core count)")
+                   help="torch threads per run (default 1: numbers that do not depend on the "
+                        "core count)")
     args = p.parse_args()
     methods = list(dict.fromkeys(m for m, _ in RUNS))
     only = [m.strip() for m in args.only.split(",") if m.strip()]
@@ -90,8 +126,8 @@ def main():
         seeds = common.parse_seeds(args.seeds)
     except ValueError as e:
         p.error(str(e))
-    if args.threads < 1:
-        p.error(f"--threads must be >= 1, got {args.threads}")
+    if args.threads < 1 or args.jobs < 1:
+        p.error(f"--threads and --jobs must be >= 1, got {args.threads} and {args.jobs}")
     bad = common.writable(common.RESULTS, common.OUT)
     if bad:
         p.error(f"cannot write to {bad}: results and checkpoints go there")
@@ -109,21 +145,13 @@ def main():
 
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     start, failed = time.time(), []
-    for i, (m, t) in enumerate(todo):
-        cmd = [sys.executable, os.path.join("methods", f"{m}.py")] + argv_for(t, args.seeds,
-                                                                             args.device)
-        print(f"\n=== [{i + 1}/{len(todo)}] {' '.join(cmd[1:])}   "
-              f"({(time.time() - start) / 60:.1f} min so far)", flush=True)
-        t0 = time.time()
+    # the sft runs train the base models every other method loads: they go first, on their own
+    for phase in ([r for r in todo if r[0] == "sft"], [r for r in todo if r[0] != "sft"]):
         try:
-            code = subprocess.call(cmd, cwd=common.ROOT, env=env)
+            failed += run_phase(phase, args, env, start)
         except KeyboardInterrupt:
-            sys.exit(f"\ninterrupted during {m} {t}; every results file is complete (the one of "
-                     f"{m} is the last full run); rerun `python run_all.py` to resume")
-        print(f"=== {m} {t}: {'done' if code == 0 else f'FAILED (exit {code})'} "
-              f"in {(time.time() - t0) / 60:.1f} min", flush=True)
-        if code != 0:
-            failed.append(f"{m} {t}")
+            sys.exit("\ninterrupted; every results file is complete (an interrupted method keeps "
+                     "its last full run); rerun `python run_all.py` to resume")
     print(f"\nall runs finished in {(time.time() - start) / 60:.1f} min")
     subprocess.call([sys.executable, "report.py"], cwd=common.ROOT)
     if failed:

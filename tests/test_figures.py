@@ -7,6 +7,7 @@ import sys
 import pytest
 
 import figures
+import plots
 from conftest import run_script
 
 
@@ -16,18 +17,18 @@ def test_by_step_mean_and_sample_std():
             dict(arm="a", metric="m", step=0, seed=0, value=0.1),   # one seed: std 0
             dict(arm="b", metric="m", step=1, seed=0, value=9.0),   # other arm: ignored
             dict(arm="a", metric="x", step=1, seed=0, value=9.0)]   # other metric: ignored
-    steps, means, stds = figures.by_step(rows, "a", "m")
+    steps, means, stds = plots.by_step(rows, "a", "m")
     assert steps == [0, 1]
     assert means == pytest.approx([0.1, 0.3])
     assert stds == pytest.approx([0.0, math.sqrt(0.02)])   # ddof=1: 0.1414...
-    assert figures.final(rows, "a", "m") == (pytest.approx(0.3), 2)
-    assert figures.final(rows, "c", "m") is None
+    assert plots.final(rows, "a", "m") == (pytest.approx(0.3), 2)
+    assert plots.final(rows, "c", "m") is None
 
 
 def test_by_step_extra_keys():
     rows = [dict(arm="w2s", weak="S", strong="M", metric="pgr", step=5, seed=0, value=0.5),
             dict(arm="w2s", weak="S", strong="L", metric="pgr", step=5, seed=0, value=-1.0)]
-    assert figures.by_step(rows, "w2s", "pgr", weak="S", strong="L")[1] == [-1.0]
+    assert plots.by_step(rows, "w2s", "pgr", weak="S", strong="L")[1] == [-1.0]
 
 
 def test_change_from_start_per_seed():
@@ -37,24 +38,24 @@ def test_change_from_start_per_seed():
             dict(arm="a", metric="m", step=1, seed=1, value=0.25),
             dict(arm="a", metric="m", step=1, seed=2, value=0.9),    # no start: dropped
             dict(arm="a", metric="x", step=1, seed=0, value=9.0)]    # other metric: ignored
-    steps, means, stds = figures.by_step(figures.change_from_start(rows, "m", ["a"]), "a", "m")
+    steps, means, stds = plots.by_step(plots.change_from_start(rows, "m", ["a"]), "a", "m")
     assert steps == [0, 1]
     assert means == pytest.approx([0.0, -0.075])                  # -0.1 and -0.05
     assert stds == pytest.approx([0.0, 0.0354], abs=1e-4)         # ddof=1: 0.025 * sqrt(2)
     # another arm's start (rerank: every curve against pass@1 at N = 1)
     rows += [dict(arm="b", metric="m", step=4, seed=0, value=0.7),
              dict(arm="b", metric="m", step=4, seed=1, value=0.3)]
-    changed = figures.change_from_start(rows, "m", ["b"], start_arm="a", start_step=1)
-    assert figures.by_step(changed, "b", "m")[:2] == ([4], [pytest.approx(0.175)])   # .3, .05
-    assert figures.starts(rows, "a", "m") == {0: 0.5, 1: 0.3}
+    changed = plots.change_from_start(rows, "m", ["b"], start_arm="a", start_step=1)
+    assert plots.by_step(changed, "b", "m")[:2] == ([4], [pytest.approx(0.175)])   # .3, .05
+    assert plots.starts(rows, "a", "m") == {0: 0.5, 1: 0.3}
 
 
 def test_change_lines_draws_changes_a_zero_line_and_returns_the_mean_start():
     pytest.importorskip("matplotlib")
     rows = [dict(arm="a", metric="m", step=s, seed=seed, value=v)
             for seed, values in enumerate([(0.5, 0.4), (0.3, 0.25)]) for s, v in enumerate(values)]
-    fig, (ax,) = figures.matplotlib_figure()()
-    assert figures.change_lines(ax, rows, "m", ["a"]) == pytest.approx(0.4)
+    fig, (ax,) = plots.matplotlib_figure()()
+    assert plots.change_lines(ax, rows, "m", ["a"]) == pytest.approx(0.4)
     curve, zero = ax.lines
     assert list(curve.get_ydata()) == pytest.approx([0.0, -0.075])
     assert list(zero.get_ydata()) == [0, 0] and zero.get_linestyle() == "--"
@@ -100,12 +101,21 @@ def tiny_results():
         "rest-code": rows_for(["base"], ["test_reward", "proxy_reward"], [0], grow=0)
         + rows_for(["rest_g1", "rest_proxy_g1"], ["test_reward", "proxy_reward"], [1, 2], grow=1)
         + rows_for(["rest_g2", "rest_proxy_g2"], ["test_reward", "proxy_reward"], [3, 4], grow=2),
-        "rest_em-arith": rows_for(["base"], ["test_acc", "train_acc", "pass@16"], [0])
-        + rows_for(["rest_em", "rest_em_small"], ["test_acc", "train_acc", "pass@16"], [1, 2]),
+        "rest_em-arith": rows_for(["base"], ["test_acc", "pass@16"], [0])
+        + rows_for(["rest_em", "self_train"], ["test_acc", "label_acc"], [1, 2])
+        + rows_for(["sft_gold_pool"], ["test_acc"], [1]),
+        "sft-arith": rows_for(["base"], ["test_acc"], [0])
+        + rows_for(["n_gold_250", "n_gold_1000"], ["test_acc"], [0])
+        + rows_for(["sft_more", "sft_gold_pool"], ["test_acc"], [1]),
+        "grpo-arith": rows_for(["base"], ["test_acc", "pass@1", "pass@4"], [0])
+        + rows_for(["grpo"], ["test_acc", "samples"], [2, 4])
+        + rows_for(["grpo"], ["pass@1", "pass@4"], [4])
+        + rows_for(["rest_em"], ["test_acc", "samples"], [1, 2])
+        + rows_for(["rest_em"], ["pass@1", "pass@4"], [2]),
         "rerank-arith": rows_for(["pass@1", "maj", "rr_all", "weighted", "pass@N"], ["test_acc"],
                                  [1, 4, 16]),
-        "spin-arith": rows_for(["spin"], ["test_acc", "heldout_loss"], [0, 1, 2])
-        + rows_for(["sft_more", "spin_long"], ["test_acc"], [1, 2]),
+        "spin-arith": rows_for(["spin", "spin_nll", "sft_more"],
+                               ["test_acc", "gold_nll", "reward_acc", "same"], [0, 1, 2]),
     }
 
 
@@ -121,7 +131,7 @@ def test_draw_all_writes_every_png(tmp_path):
     written = figures.draw_all(str(results), str(out))
     names = ["reflexion_trials.png", "self_correct_transitions.png", "w2s_pgr.png",
              "w2s_curves.png", "rest_steps.png", "rest_em_iterations.png", "rerank_curves.png",
-             "spin_iterations.png"]
+             "spin_iterations.png", "sft_curve_arith.png", "grpo_passk.png"]
     assert sorted(written) == sorted(str(out / n) for n in names)
     for path in written:
         with open(path, "rb") as f:
