@@ -104,7 +104,8 @@ def writable(*dirs):
 
 def parse_args(doc, flags, quick, default_task, tasks=tuple(TASKS), argv=None):
     """The common flags plus one per entry of `flags`; returns the parsed namespace with
-    .seeds a list, .device a device name and, under --quick, the QUICK values in place."""
+    .seeds a list, .device a device name and, under --quick, the QUICK values in place of the
+    defaults of the flags not given."""
     p = Parser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", default=default_task, help=f"task: {', '.join(tasks)} "
                                                         f"(default {default_task})")
@@ -136,9 +137,12 @@ def parse_args(doc, flags, quick, default_task, tasks=tuple(TASKS), argv=None):
         if (value < low) if low is not None else (value <= 0):
             p.error(f"--{name} must be {'>= ' + str(low) if low is not None else '> 0'}, "
                     f"got {value}")
-    if args.quick:
+    if args.quick:  # QUICK replaces the defaults, never a flag the user gave
+        given = {a[2:].split("=")[0] for a in (sys.argv[1:] if argv is None else argv)
+                 if a.startswith("--")}
         for name, value in quick.items():
-            setattr(args, name, value)
+            if name not in given:
+                setattr(args, name, value)
     bad = writable(results_dir(args.quick), OUT)
     if bad:
         p.error(f"cannot write to {bad}: results and checkpoints go there")

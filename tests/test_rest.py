@@ -46,19 +46,21 @@ def test_thresholds_must_rise_strictly_inside_0_1():
             rest.parse_thresholds(bad)
 
 
-def test_grow_keeps_the_reference_data_in_the_mixture_and_scores_everything():
-    train = ARITH.problems(5, seed=0)
+def test_grow_keeps_the_reference_data_in_the_mixture_and_scores_every_sample():
+    train = ARITH.problems(5, seed=0, split="pool")
+    gold = ARITH.problems(2, seed=0, split="gold")
     seen = []
 
     def reward_fn(problems, completions):
         seen.append(len(completions))
         return oracle(problems, completions)
 
-    data = rest.grow(tiny_model(), ARITH, train, samples=3, temperature=0.8, seed=0,
+    data = rest.grow(tiny_model(), ARITH, train, gold, samples=3, temperature=0.8, seed=0,
                      reward_fn=reward_fn)
-    assert len(data) == 5 * (3 + 1) and seen == [20]  # one batched call for all of D_g
-    for p in train:
-        assert (p.prompt, p.answer, 1.0) in data  # the reference answer, reward 1
+    assert len(data) == 5 * 3 + 2 and seen == [15]  # one batched call for all the samples
+    assert data[-2:] == [(p.prompt, p.answer, 1.0) for p in gold]  # D, reward 1
+    assert not any(y == p.answer for p in train for x, y, _ in data if x == p.prompt
+                   and (x, y, 1.0) not in data[:-2])  # no pool prompt's label is ever added
 
 
 def test_improve_steps_continue_from_the_last_policy_at_a_decaying_lr(monkeypatch):
@@ -73,13 +75,14 @@ def test_improve_steps_continue_from_the_last_policy_at_a_decaying_lr(monkeypatc
 
     def grow_fn(policy, seed):
         grown.append((policy, seed))
-        return rest.grow(policy, ARITH, train, samples=3, temperature=0.8, seed=seed,
+        return rest.grow(policy, ARITH, train, train, samples=3, temperature=0.8, seed=seed,
                          reward_fn=lambda problems, completions: [1.0] * len(completions))
 
     monkeypatch.setattr(rest, "finetune", fake_finetune)
     before = base.lm_head.weight.clone()
-    curve = rest.run_rest("rest", base, grow_fn, lambda policy: {"test_reward": 0.0}, grows=2,
-                          thresholds=[0.0, 0.5], lr=1e-3, lr_decay=0.5, seed=3, **TUNE)
+    curve = rest.run_rest("rest", base, grow_fn, lambda policy: {"test_reward": 0.0},
+                          lambda policy: 0.5, grows=2, thresholds=[0.0, 0.5], lr=1e-3,
+                          lr_decay=0.5, seed=3, **TUNE)
     assert [lr for _, lr, _, _ in calls] == pytest.approx([1e-3, 5e-4, 2.5e-4, 1.25e-4])
     assert [s for _, _, _, s in calls] == [3001, 3002, 3003, 3004]
     assert all(n == 4 * (3 + 1) for _, _, n, _ in calls)  # all samples and the reference data
@@ -92,6 +95,25 @@ def test_improve_steps_continue_from_the_last_policy_at_a_decaying_lr(monkeypatc
     assert list(curve) == [(1, 1), (1, 2), (2, 3), (2, 4)]
     assert [m["tau"] for m in curve.values()] == [0.0, 0.5, 0.0, 0.5]
     assert all(m["kept"] == 16 and m["test_reward"] == 0.0 for m in curve.values())
+    assert all(m["accepted"] == 1 for m in curve.values())  # val reward never fell (0.5 = 0.5)
+
+
+def test_an_improve_step_that_lowers_the_validation_reward_is_not_kept(monkeypatch):
+    base = tiny_model()
+    made = []
+
+    def fake_finetune(model, pairs, **kw):
+        made.append(model)
+
+    monkeypatch.setattr(rest, "finetune", fake_finetune)
+    val = iter([0.5, 0.6, 0.4, 0.7])  # the base, then the candidate of each Improve step
+    curve = rest.run_rest("rest", base, lambda policy, seed: [("x", "y", 1.0)],
+                          lambda policy: {"policy": policy}, lambda policy: next(val), grows=1,
+                          thresholds=[0.0, 0.3, 0.6], lr=1e-3, lr_decay=1.0, seed=0, **TUNE)
+    assert [m["accepted"] for m in curve.values()] == [1, 0, 1]
+    assert [m["val_reward"] for m in curve.values()] == [0.6, 0.6, 0.7]
+    # step 2's candidate is dropped: step 3 continues from step 1's policy
+    assert curve[1, 2]["policy"] is made[0] and curve[1, 3]["policy"] is made[2]
 
 
 def test_an_improve_step_with_nothing_above_the_threshold_is_reported_not_a_crash():
@@ -99,13 +121,13 @@ def test_an_improve_step_with_nothing_above_the_threshold_is_reported_not_a_cras
     messages = []
 
     def grow_fn(policy, seed):
-        return rest.grow(policy, ARITH, train, samples=3, temperature=0.8, seed=seed,
+        return rest.grow(policy, ARITH, train, [], samples=3, temperature=0.8, seed=seed,
                          reward_fn=lambda problems, completions: [0.0] * len(completions))
 
     curve = rest.run_rest("rest", tiny_model(), grow_fn,
                           lambda policy: rest.evaluate_policy(policy, ARITH, train, None),
-                          grows=1, thresholds=[0.0, 0.5], lr=1e-3, lr_decay=0.5, seed=0,
-                          log=messages.append, **TUNE)
+                          lambda policy: 0.0, grows=1, thresholds=[0.0, 0.5], lr=1e-3,
+                          lr_decay=0.5, seed=0, log=messages.append, **TUNE)
     assert len(messages) == 2 and "no sample has reward above 0.0" in messages[0]
     assert [m["kept"] for m in curve.values()] == [0, 0]
 
@@ -151,7 +173,7 @@ def test_run_seed_without_the_proxy_runs_only_the_oracle_arm():
     hyper.update(rest.QUICK, no_proxy=True, grows=1, thresholds="0,0.5")
     rows = rest.run_seed(0, ARITH, "cpu", True, **hyper)
     assert sorted({(r["arm"], r["grow"], r["step"]) for r in rows}) == [
-        ("base", 0, 0), ("rest_g1", 1, 1), ("rest_g1", 1, 2)]
+        ("base", 0, 0), ("bc_g1", 1, 1), ("bc_g1", 1, 2), ("rest_g1", 1, 1), ("rest_g1", 1, 2)]
     assert "proxy_reward" not in {r["metric"] for r in rows}
     assert all("seed" not in r for r in rows)  # common.run_seeds adds it
 
@@ -163,10 +185,12 @@ def test_quick_run_end_to_end_writes_results():
         res = json.load(f)
     arms = {row["arm"] for row in res["rows"]}
     metrics = {row["metric"] for row in res["rows"]}
-    assert arms == {"base", "rest_g1", "rest_g2", "rest_proxy_g1", "rest_proxy_g2"}
-    assert {"test_reward", "test_acc", "proxy_reward", "kept", "tau"} <= metrics
+    assert arms == {"base", "rest_g1", "rest_g2", "bc_g1", "bc_g2", "rest_proxy_g1",
+                    "rest_proxy_g2"}
+    assert {"test_reward", "test_acc", "proxy_reward", "kept", "tau", "val_reward",
+            "accepted"} <= metrics
     assert all(row["seed"] == 0 for row in res["rows"])
-    assert "| rest_g2 | 2 | 8 |" in r.stdout
+    assert "| rest_g2 | 2 | 4 |" in r.stdout
 
 
 @pytest.mark.parametrize("args", [["--task", "chess"], ["--thresholds", "0.5,0.2"],
