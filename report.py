@@ -116,6 +116,8 @@ def lines_for(task, results=RESULTS):
                 add(f"ReST: {arm}", rec, arm, "test_acc", 0, None, c["samples"] * g,
                     c["train_problems"] * c["samples"] * g + extra, c["test_problems"],
                     before_arm="base")
+            add(f"ReST control: bc_g{g}", rec, f"bc_g{g}", "test_acc", 0, None, 0, 0,
+                c["test_problems"], before_arm="base")
     rec = load("spin", task, results)
     if rec:
         c = rec["config"]
