@@ -12,7 +12,10 @@ the checker. The paper reads this as EM for RL with a binary "the answer was rig
     M-step:  theta_i = argmax_theta  sum_{(x, y) in D_gold + D_i}  log p_theta(y | x)
              trained FROM THE BASE MODEL theta_0, not from theta_{i-1}, until the accuracy on a
              labelled validation set stops rising (the paper: "while reward improves on a
-             validation set"); the kept checkpoint is the best on it, the start included
+             validation set"); the kept checkpoint is the best on it. The start itself is
+             not a candidate: the base was picked as the best of its own checkpoints on that
+             set, so its score there is optimistic, and an M-step compared with it would be
+             dropped for noise
 
 With r in {0, 1} the M-step is plain SFT on the kept set: sft.finetune_early_stopped.
 
@@ -36,7 +39,7 @@ Metrics per iteration (step 0 = the base):
   label_acc    share of the kept (prompt, answer) pairs that are right, audited with the oracle
                (never used for training by the arms without one; 1 for rest_em by construction)
   kept         pairs the M-step trained on besides D_gold; covered: distinct pool prompts among them
-  m_steps      the step the M-step's early stopping kept (0: no step beat the start on val)
+  m_steps      the step the M-step's early stopping kept
   gap_closed   (test_acc - base) / (sft_gold_pool - base), per seed: the share of what the
                pool's gold labels would give that the arm got without them
 
@@ -139,7 +142,7 @@ def m_step(start, task, gold_pairs, pairs, val, seed, desc, tune):
     step its early stopping kept."""
     model = copy.deepcopy(start)
     kept = finetune_early_stopped(model, task, gold_pairs + pairs, val, seed=seed, desc=desc,
-                                  check_start=True, **tune)
+                                  **tune)
     return model, kept.get("step", tune["steps"])
 
 

@@ -145,9 +145,11 @@ def train(model, batch_loss, steps, lr, warmup=0, weight_decay=0.1, clip=1.0, se
         losses.append(loss.detach())  # no .item() here: it would wait for the device every step
         if step % 50 == 0 and progress:
             bar.set_postfix(loss=f"{loss.item():.3f}")
+    else:  # not stopped early: the evaluation after the last step
+        model.eval()
+        if evaluate is not None and steps in evaluate_at:
+            evaluate(steps)
     model.eval()
-    if evaluate is not None and steps in evaluate_at:
-        evaluate(steps)
     return torch.stack(losses).tolist() if losses else []
 
 
@@ -171,11 +173,10 @@ def finetune(model, pairs, steps=1000, batch_size=64, lr=1e-3, warmup=100, weigh
 
 
 def finetune_early_stopped(model, task, pairs, val, steps, eval_every, patience, seed=0,
-                           check_start=False, **tune):
+                           **tune):
     """`finetune` with early stopping on the greedy accuracy on the labelled problems `val`,
-    checked every eval_every steps (and before the first with check_start, so that a model no
-    step improves comes back unchanged): the best checkpoint is kept (loaded into `model` at the
-    end) and training stops after `patience` checks without a new best. No val: plain finetune.
+    checked every eval_every steps: the best checkpoint is kept (loaded into `model` at the end)
+    and training stops after `patience` checks without a new best. No val: plain finetune.
     Returns {val_acc, step} of the kept checkpoint ({} without val)."""
     kept = {}
 
@@ -185,7 +186,7 @@ def finetune_early_stopped(model, task, pairs, val, steps, eval_every, patience,
             kept.update(val_acc=acc, step=step, state=copy.deepcopy(model.state_dict()))
         return step - kept["step"] >= patience * eval_every
 
-    every = range(0 if check_start else eval_every, steps + 1, eval_every) if val else ()
+    every = range(eval_every, steps + 1, eval_every) if val else ()
     finetune(model, pairs, steps=steps, seed=seed, evaluate_at=every, evaluate=keep_best, **tune)
     if kept:
         model.load_state_dict(kept.pop("state"))

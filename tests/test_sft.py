@@ -122,15 +122,21 @@ def test_sample_cli_rejects_a_foreign_checkpoint(tmp_path):
     assert r.stderr.strip().count("\n") == 0 and "not a checkpoint" in r.stderr
 
 
-def test_early_stopping_with_check_start_returns_the_start_when_no_step_beats_it(monkeypatch):
+def test_early_stopping_keeps_the_best_checkpoint_and_stops_after_patience(monkeypatch):
     torch.manual_seed(0)
     model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=32))
-    start = {k: v.clone() for k, v in model.state_dict().items()}
-    scores = iter([0.5, 0.4, 0.45, 0.3, 0.2])  # at steps 0, 2, 4, 6, 8: the start is best
-    monkeypatch.setattr(sft, "evaluate", lambda *a, **k: {"greedy_acc": next(scores)})
+    scores = iter([0.5, 0.4, 0.45, 0.3, 0.2])  # at steps 2, 4, 6, ...: step 2 is the best
+    kept_states = []
+
+    def fake_evaluate(m, task, problems, **k):
+        kept_states.append({k: v.clone() for k, v in m.state_dict().items()})
+        return {"greedy_acc": next(scores)}
+
+    monkeypatch.setattr(sft, "evaluate", fake_evaluate)
     pairs = [(p.prompt, p.answer) for p in TASKS["arith"].problems(8, seed=0)]
     kept = sft.finetune_early_stopped(model, TASKS["arith"], pairs, ["val"], steps=20,
-                                      eval_every=2, patience=2, check_start=True, batch_size=4,
-                                      lr=1e-2, warmup=1, progress=False)
-    assert kept == {"val_acc": 0.5, "step": 0}  # stopped at step 4: two checks without a best
-    assert all(torch.equal(v, start[k]) for k, v in model.state_dict().items())
+                                      eval_every=2, patience=2, batch_size=4, lr=1e-2, warmup=1,
+                                      progress=False)
+    assert kept == {"val_acc": 0.5, "step": 2}  # stopped at step 6: two checks without a best
+    assert len(kept_states) == 3
+    assert all(torch.equal(v, kept_states[0][k]) for k, v in model.state_dict().items())
