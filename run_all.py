@@ -42,8 +42,9 @@ def argv_for(task, seeds, device):
 
 
 def default_run(argv):
-    """True when a recorded command line set nothing but --task, --seeds and --device."""
-    rest = list(argv or [])
+    """True when a recorded command line set nothing but --task, --seeds and --device (and
+    --no_progress, which changes no number)."""
+    rest = [a for a in argv or [] if a != "--no_progress"]
     for flag in ("--task", "--seeds", "--device"):
         if flag in rest:
             i = rest.index(flag)
