@@ -21,20 +21,16 @@ code    Programming by example in a tiny list language (DeepCoder-style). The pr
         Steps are joined by " | " and applied left to right. Difficulty = number of steps (1-4);
         with no difficulty given, problems mix 1- and 2-step programs (CODE_DEFAULT_MIX).
         The program is run by a small, bounded interpreter (dsl.py; no eval/exec: model output
-        is never run as Python) on six HIDDEN inputs; reward = share of hidden tests passed. Any program
-        that behaves like the reference is correct, whatever its text. The feedback an oracle
-        gives (used by Reflexion-style methods) only talks about the visible examples.
+        is never run as Python) on six HIDDEN inputs; reward = share of hidden tests passed.
+        Any program that behaves like the reference is correct, whatever its text. An oracle's
+        feedback (Reflexion-style methods) only talks about the visible examples.
 
-Both tasks split problems into "train" and "test" by a stable hash of the prompt text, so the
-two splits can never share a prompt, whatever seed or difficulty you ask for.
+Prompts are split into train and test, and train again into gold, val and pool (SPLITS), by
+stable hashes of the prompt text: no two splits ever share a prompt, whatever seed or size.
 
-Usage:
-    from verify import TASKS
-    task = TASKS["arith"]
-    problems = task.problems(100, seed=0, split="train")
-    verdict = task.check(problems[0], "861")   # Verdict(correct=..., reward=..., feedback=...)
-
-    python verify.py --task code -n 3          # print a few sample problems
+    task = TASKS["arith"]; problems = task.problems(100, seed=0, split="gold")
+    task.check(problems[0], "861")   # Verdict(correct=..., reward=..., feedback=...)
+    python verify.py --task code -n 3 --split pool   # print a few problems
 """
 
 import argparse
@@ -46,17 +42,15 @@ from dataclasses import dataclass, field
 from dsl import (ERROR, LIST_OPS, OPS, DSLSyntaxError, fmt, format_step, parse_program,
                  run_or_error)
 
-# The difficulty each task uses when none is given. Tuned so the base model has room to improve
-# (see DESIGN.md: 20-80% greedy accuracy on the test split).
+# The difficulty each task uses when none is given (tutorials/01_sft.md says why these).
 ARITH_DIGITS = 2
 CODE_STEPS = 2
-# With no difficulty given, code problems mix 1- and 2-step programs: a model that only ever
-# saw 2-step programs learns the primitives slowly (and then fails 1-step ones); the mix teaches
-# each primitive on its own and keeps the base model's training within a CPU budget.
+# With no difficulty given, code problems mix 1- and 2-step programs: a model that only saw
+# 2-step programs learns the primitives slowly (and fails 1-step ones); the mix teaches each.
 CODE_DEFAULT_MIX = (1, 2)
 
-# A checker must answer quickly on ANY string, including adversarial ones. Anything longer than
-# this cannot be a reasonable answer to either task, so it is rejected before any parsing.
+# A checker must answer quickly on ANY string: anything longer than this cannot be an answer to
+# either task and is rejected before any parsing.
 MAX_COMPLETION_CHARS = 200
 
 # "train" and "test" split every task's prompts by a stable hash. The train split is cut again,
@@ -151,13 +145,11 @@ class Task:
         mix = self.default_mix if difficulty is None and self.default_mix else (d,)
         rng = random.Random(f"{seed}-{split}-{'-'.join(map(str, mix))}")
         out, seen = [], set()
-        # Small pools (1-digit arithmetic has only 200 prompts) can run out; stop and say so
-        # instead of looping forever.
-        max_tries = 1000 + 200 * n
+        # Small pools (1-digit arithmetic has 200 prompts) run out: say so, do not loop forever
         tries = 0
         while len(out) < n:
             tries += 1
-            if tries > max_tries:
+            if tries > 1000 + 200 * n:
                 raise ValueError(
                     f"{self.name}: could only find {len(out)} distinct {split} problems at "
                     f"difficulty {d} (asked for {n}); ask for fewer or raise the difficulty")
@@ -282,8 +274,6 @@ class CodeTask(Task):
         # 9d - 3 chars and the end token. 10d + 8 leaves room for a slightly longer program.
         return 10 * d + 8
 
-    # -- generation --
-
     @staticmethod
     def _random_step(rng, last):
         # The last step may reduce the list to an int; earlier steps must keep a list.
@@ -402,10 +392,8 @@ def main(argv=None):
     for i, p in enumerate(problems, start=1):
         print(f"--- {task.name} problem {i} ({args.split}, difficulty {p.difficulty}) ---")
         print(p.prompt + p.answer)  # what SFT trains on (plus the end token)
-        if isinstance(p.tests, list):
-            hidden = ", ".join(f"{fmt(xs)} -> {fmt(y)}" for xs, y in p.tests)
-        else:
-            hidden = str(p.tests)
+        hidden = (", ".join(f"{fmt(xs)} -> {fmt(y)}" for xs, y in p.tests)
+                  if isinstance(p.tests, list) else p.tests)
         print(f"reference answer: {p.answer!r}   hidden: {hidden}")
 
 
