@@ -183,8 +183,7 @@ class Task:
         (or "?" when nothing was), and the cue to answer again."""
         raise NotImplementedError
 
-    # subclasses
-    def sample(self, rng, difficulty):
+    def sample(self, rng, difficulty):  # subclasses: sample and _check
         raise NotImplementedError
 
     def _check(self, problem, completion):
