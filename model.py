@@ -66,7 +66,7 @@ class GPTConfig:
     dropout: float = 0.0
     # "learned": absolute positions, a learned vector per position (GPT-2). "none": no position
     # embedding at all (NoPE, Kazemnejad et al. 2023): the causal mask alone tells a token where
-    # it is, which lets a model run past the lengths it was trained on (easy_to_hard.py)
+    # it is, which lets a model run past the lengths it was trained on (Lee et al. 2025)
     pos_embedding: str = "learned"
 
 

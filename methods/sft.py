@@ -220,7 +220,11 @@ def base_model(task, seed=0, device="cpu", quick=False, gold="scarce", n_gold=No
     """The base model for `task` (trained on first use, then loaded from out/). Its meta holds
     the step it was kept at, its validation accuracy and how long it trained."""
     s = base_settings(task, gold, quick, n_gold)
-    name = f"{'quick-' if quick else ''}base-{task.name}"
+    # the default base is out/base-<task>-seed<s>-<key>.pt (what sample.py and bench.py load);
+    # the abundant base and the bases of the curve against N carry their regime in the name
+    other_n = n_gold is not None and n_gold != base_settings(task, gold, quick)["n_gold"]
+    variant = ("" if gold == "scarce" else f"-{gold}") + (f"-n{n_gold}" if other_n else "")
+    name = f"{'quick-' if quick else ''}base-{task.name}{variant}"
     path = common.checkpoint_path(name, dict(s, **common.machine(device, "float32")), seed)
     if retrain and os.path.exists(path):
         os.remove(path)

@@ -140,3 +140,20 @@ def test_early_stopping_keeps_the_best_checkpoint_and_stops_after_patience(monke
     assert kept == {"val_acc": 0.5, "step": 2}  # stopped at step 6: two checks without a best
     assert len(kept_states) == 3
     assert all(torch.equal(v, kept_states[0][k]) for k, v in model.state_dict().items())
+
+
+def test_the_curve_and_abundant_bases_never_shadow_the_default_one(tmp_path, monkeypatch):
+    """sample.py and bench.py load the newest out/base-<task>-seed<s>-*.pt: the bases of the
+    curve against N and of the abundant regime must not be picked up as the default."""
+    monkeypatch.setattr(common, "OUT", str(tmp_path))
+    monkeypatch.setitem(sft.BASE_QUICK, "steps", 2)
+    task = TASKS["arith"]
+    default = sft.base_model(task, seed=0, quick=True, progress=False)
+    sft.base_model(task, seed=0, quick=True, n_gold=50, progress=False)  # trained after it
+    same = sft.base_model(task, seed=0, quick=True, n_gold=sft.BASE_QUICK["n_gold"],
+                          progress=False)  # the default N: the same cached model
+    assert sorted(os.listdir(tmp_path)) == sorted([
+        os.path.basename(common.find_checkpoint("quick-base-arith", 0)),
+        os.path.basename(common.find_checkpoint("quick-base-arith-n50", 0))])
+    assert all(torch.equal(a, b) for a, b in zip(default.state_dict().values(),
+                                                 same.state_dict().values()))
