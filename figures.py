@@ -16,7 +16,7 @@ What it draws (each only if its results file exists; otherwise it prints "skip .
                                 accuracy per iteration, per arm
   rest_steps.png                rest-code: true test reward and learned (proxy) reward per
                                 Improve step, for ReST scored by the oracle or by the proxy
-  rerank_curves.png             rerank-arith: test accuracy against N samples per problem
+  rerank_curves_<task>.png      rerank-<task>: test accuracy against N samples per problem
   spin_iterations.png           spin-arith: test accuracy, gold NLL, end-of-iteration reward
                                 accuracy and `same` per iteration, per arm
   grpo_passk.png                grpo-arith: test accuracy against the completions sampled, and
@@ -240,8 +240,10 @@ def draw_rerank(data, out_dir, new_figure):
     rows = data["rows"]  # the step of a row is N, the number of samples drawn per problem
     fig, (ax,) = new_figure()
     labels = {"pass@1": "pass@1 (one sample)", "maj": "majority vote of N",
-              "rr_all": "verifier picks 1 of N", "weighted": "verifier-weighted vote",
-              "pass@N": "pass@N (any of N right)"}
+              "filter_first": "first that passes the visible examples",
+              "filter_cluster": "biggest behaviour cluster among those",
+              "rr_all": "verifier picks 1 of N", "exec_rr_all": "verifier with outputs picks 1",
+              "weighted": "verifier-weighted vote", "pass@N": "pass@N (any of N right)"}
     arms = arms_in(rows, list(labels))
     # every curve, pass@N too, against the same seed's pass@1 (one sample, N = 1)
     one = change_lines(ax, rows, "test_acc", arms, start_arm="pass@1", start_step=1,
@@ -254,7 +256,7 @@ def draw_rerank(data, out_dir, new_figure):
     ax.set_title(f"Re-ranking N samples ({seeds_note(data)};\nchange from each seed's pass@1, "
                  f"which is {one:.2f} on average)", fontsize=9)
     ax.legend(fontsize=7, loc="upper left")
-    return [save(fig, out_dir, "rerank_curves.png")]
+    return [save(fig, out_dir, f"rerank_curves_{data['task']}.png")]
 
 
 def draw_spin(data, out_dir, new_figure):
@@ -349,6 +351,7 @@ FIGURES = [
     ("rest-code.json", draw_rest),
     ("rest_em-arith.json", draw_rest_em),
     ("rerank-arith.json", draw_rerank),
+    ("rerank-code.json", draw_rerank),
     ("spin-arith.json", draw_spin),
     ("grpo-arith.json", draw_grpo),
 ]
