@@ -130,7 +130,8 @@ def test_draw_all_writes_every_png(tmp_path):
     out = tmp_path / "figs"
     written = figures.draw_all(str(results), str(out))
     names = ["reflexion_trials.png", "self_correct_transitions.png", "w2s_pgr.png",
-             "w2s_curves.png", "rest_steps.png", "rest_em_iterations.png", "rerank_curves_arith.png",
+             "w2s_curves.png", "rest_steps.png", "rest_em_iterations.png",
+             "rerank_curves_arith.png",
              "spin_iterations.png", "sft_curve_arith.png", "grpo_passk.png"]
     assert sorted(written) == sorted(str(out / n) for n in names)
     for path in written:
