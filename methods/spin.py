@@ -37,13 +37,15 @@ per-token NLL. Without it the DPO-style loss may lower log p(y) as long as it lo
 more ("likelihood displacement").
 
 The starting model and its data. The start is the cached scarce-data base (methods/sft.py): 1,000
-labelled problems D_gold, trained until a validation accuracy stopped rising. That base fits
-D_gold almost perfectly (its samples on D_gold equal the data about 99% of the time: `same_gold`
-at step 0), so on D_gold SPIN would be at its fixed point before it starts: every pair has
-y' == y and gives exactly zero gradient. So by default (`--data fresh`) SPIN plays on n_data
-LABELLED problems of the same distribution that the base never saw (the gold part of the train
-split after D_gold), and the control `sft_more` trains on the same slice: the paper's claim is
-SPIN against SFT on the same data. `--data gold` plays on D_gold itself.
+labelled problems D_gold, trained until a validation accuracy stopped rising. That base nearly
+reproduces D_gold (its samples on D_gold equal the data 89-100% of the time: `same_gold` at
+step 0), so on D_gold SPIN would be at or near its fixed point before it starts: a pair with
+y' == y gives exactly zero gradient. So by default (`--data fresh`) SPIN plays on n_data
+LABELLED problems the base never saw: the gold part of the train split after D_gold. (On 2-digit
+arithmetic that slice is almost all additions: the gold part holds only a few hundred distinct
+multiplications and D_gold has taken them; so the slice is easier than the test split.) The
+control `sft_more` trains on the same slice: the paper's claim is SPIN against SFT on the same
+data. `--data gold` plays on D_gold itself.
 
 Arms (one line of the table per arm and iteration; step 0 = the starting model, shared by all):
   spin       T iterations as above (Eq. 4.7).
@@ -321,7 +323,7 @@ def run_arm(arm, start, step0, own0, task, data, heldout, test, schedule, lam, a
 
 
 def spin_data(task, seed, quick, data, n_data, n_heldout):
-    """The labelled pairs SPIN plays on, and held-out labelled problems of the same distribution.
+    """The labelled pairs SPIN plays on, and held-out labelled problems after them.
     fresh: gold-part problems after the base's D_gold (labelled, never seen by the base);
     gold: D_gold itself (the paper's setting: the SFT model's own data)."""
     n_gold = base_settings(task, quick=quick)["n_gold"]
