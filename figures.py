@@ -23,10 +23,10 @@ What it draws (each only if its results file exists; otherwise it prints "skip .
                                 pass@k of the base and of each trained model
 
 Lines are the mean over seeds; the shaded band is +- one sample standard deviation over seeds.
-On arith the seeds' base models differ far more than the methods change them, so its accuracy
-panels (self_correct, rest_em, rerank, spin) show each seed's change from its own start (step 0,
-the base, or pass@1 for rerank), then mean +- std of those changes; the title gives the average
-start.
+Where seeds start far apart, the accuracy panels of self_correct and rerank show each seed's
+change from its own start (step 0, or pass@1 for rerank), then mean +- std of those changes; the
+title gives the average start. The scarce-data bases start close together, so the rest_em, spin
+and grpo panels show accuracy itself.
 
 Run:
   pip install matplotlib        # an optional extra: not in requirements.txt, not needed to train
