@@ -89,8 +89,7 @@ FLAGS = dict(
     small_layers=(1, "small verifier: layers"),
     small_embd=(64, "small verifier: width (even: it has 2 heads)"),
     small_lr=(1e-3, "small verifier peak learning rate (it starts from scratch)"),
-    verifiers=("verifier,xent_verifier,small_verifier,exec_verifier",
-               "verifiers to train (exec_verifier only where problems have visible examples)"),
+    verifiers=("", "verifiers to train, comma-separated ('': the task's VERIFIER_SETS)"),
 )
 QUICK = dict(problems=12, samples=8, ns="1,4,8", train_problems=20, train_samples=4,
              verifier_steps=10, warmup=2, with_reference=True)
@@ -110,6 +109,10 @@ ARMS = ("pass@1", "maj", "filter_first", "filter_cluster",
         *[v["prefix"] + arm for v in VERIFIERS.values()
           for arm in ("rr_all", *[f"rr_top{k}" for k in v["top_ks"]], "weighted")],
         "pass@N")
+# The verifiers a default run trains: on arith the main one and its two ablations; on code the
+# main one without and with the program's outputs on the visible examples (the ablations' story
+# is arith's, and each verifier on code's long prompts costs minutes)
+VERIFIER_SETS = {"arith": "verifier,xent_verifier,small_verifier", "code": "verifier,exec_verifier"}
 FRESH_INPUTS = 10  # random inputs per code problem on which programs are clustered by behaviour
 
 
@@ -266,8 +269,8 @@ def run_seed(seed, task, device, quick, problems, samples, ns, temperature, trai
     gen = base_model(task, seed=seed, device=device, quick=quick)
     test = task.problems(problems, seed=0, split="test")
     runnable = bool(test[0].examples)  # code: samples can be run on the visible examples
-    names = [v for v in common.comma_list(verifiers, list(VERIFIERS), "verifiers")
-             if runnable or v != "exec_verifier"]
+    names = [v for v in common.comma_list(verifiers or VERIFIER_SETS[task.name], list(VERIFIERS),
+                                          "verifiers") if runnable or v != "exec_verifier"]
 
     # 1. the verifiers' training data: the generator's own samples of pool problems
     train_set = task.problems(train_problems, seed=1000 + seed, split="pool")
@@ -341,7 +344,7 @@ def main():
     sizes(args.ns, args.samples)  # a bad --ns fails now, not after a seed
     if args.small_embd % 2:
         common.fail(f"--small_embd must be an even number (2 heads), got {args.small_embd}")
-    common.comma_list(args.verifiers, list(VERIFIERS), "verifiers")
+    common.comma_list(args.verifiers or VERIFIER_SETS[args.task], list(VERIFIERS), "verifiers")
     common.run_seeds("rerank", args, run_seed, FLAGS)
 
 
