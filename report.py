@@ -65,6 +65,8 @@ def lines_for(task, results=RESULTS):
             return
         b = values(rec, before_arm or arm, metric, step=before)
         a = values(rec, arm, metric, step=after)
+        if not a:  # an arm the run did not include (an opt-in arm)
+            return
         out.append(dict(label=label, method=rec["method"], before=b, after=a, k=k, drawn=drawn,
                         n_test=n_test, seconds=rec["wall_seconds"] / len(rec["seeds"])))
 
@@ -93,7 +95,9 @@ def lines_for(task, results=RESULTS):
         c = rec["config"]
         n = max(c["ns"])
         attempts, verifier = c["problems"] * c["samples"], c["train_problems"] * c["train_samples"]
-        for arm, trained in (("maj", False), ("rr_all", True), ("weighted", True)):
+        for arm, trained in (("maj", False), ("filter_first", False), ("filter_cluster", False),
+                             ("rr_all", True), ("weighted", True), ("exec_rr_all", True),
+                             ("exec_weighted", True)):
             add(f"re-rank: {arm}@{n}", rec, arm, "test_acc", 1, n, n,
                 attempts + verifier * trained, c["problems"], before_arm="pass@1")
     rec = load("rest_em", task, results)
