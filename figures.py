@@ -183,8 +183,8 @@ def _w2s_curves(data, out_dir, new_figure, arms, pairs):
 def draw_rest_em(data, out_dir, new_figure):
     arms = ["rest_em", "rest_em_vote", "self_train", "rest_em_continue", "rest_em_small",
             "sft_more", "sft_gold_pool"]
+    arms = arms_in(data["rows"], arms)  # the arms the run had, before the base is copied in
     rows = starting_from(data["rows"], "base", arms)
-    arms = arms_in(rows, arms)
     fig, (acc, labels) = new_figure(ncols=2, width=11)
     for i, arm in enumerate(arms):
         line(acc, rows, arm, "test_acc", color=f"C{i}")
@@ -336,7 +336,8 @@ def draw_sft(data, out_dir, new_figure):
     ax.set_xscale("log")
     ax.set_xlabel("N = labelled problems (log scale)")
     ax.set_ylabel("greedy test accuracy")
-    ax.set_title(f"the base against the amount of labelled data ({seeds_note(data)})", fontsize=9)
+    ax.set_title(f"the base against the number of labelled problems\n({seeds_note(data)})",
+                 fontsize=9)
     ax.legend(fontsize=7)
     return [save(fig, out_dir, f"sft_curve_{data['task']}.png")]
 
