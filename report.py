@@ -93,7 +93,7 @@ def lines_for(task, results=RESULTS):
     rec = load("rerank", task, results)
     if rec:
         c = rec["config"]
-        n = max(c["ns"])
+        n = max(int(x) for x in str(c["ns"]).split(",") if x.strip())
         attempts, verifier = c["problems"] * c["samples"], c["train_problems"] * c["train_samples"]
         for arm, trained in (("maj", False), ("filter_first", False), ("filter_cluster", False),
                              ("rr_all", True), ("weighted", True), ("exec_rr_all", True),
