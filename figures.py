@@ -328,10 +328,15 @@ def draw_sft(data, out_dir, new_figure):
     means = [by_step(rows, f"n_gold_{n}", "test_acc")[1][0] for n in curve]
     stds = [by_step(rows, f"n_gold_{n}", "test_acc")[2][0] for n in curve]
     ax.errorbar(curve, means, yerr=stds, marker="o", capsize=3, label="base on N gold problems")
+    # the controls start from the default base: draw them at its N (the curve's point whose
+    # accuracy is the base's, seed by seed)
+    base = by_step(rows, "base", "test_acc")[1]
+    at = next((n for n in curve if by_step(rows, f"n_gold_{n}", "test_acc")[1] == base),
+              curve[len(curve) // 2])
     for arm, marker in (("sft_more", "s"), ("sft_gold_pool", "^")):
         if by_step(rows, arm, "test_acc")[0]:
             _, m, sd = by_step(rows, arm, "test_acc")
-            ax.errorbar([curve[len(curve) // 2]], m, yerr=sd, marker=marker, capsize=3,
+            ax.errorbar([at], m, yerr=sd, marker=marker, capsize=3,
                         linestyle="none", label=f"{arm} (from the default base)")
     ax.set_xscale("log")
     ax.set_xlabel("N = labelled problems (log scale)")
