@@ -315,7 +315,7 @@ def base_model(seed, device, d0, n_layer, n_head, n_embd, rope_scale, offset, ba
     """A DigitRoPE trained on reversed addition of 1..d0 digits, cached in out/."""
     settings = dict(d0=d0, n_layer=n_layer, n_head=n_head, n_embd=n_embd, rope_scale=rope_scale,
                     offset=offset, problems=base_problems, steps=base_steps, lr=base_lr,
-                    batch_size=batch_size, **common.machine(device, "float32"))
+                    batch_size=batch_size)
 
     def train():
         common.seed_everything(seed)
@@ -328,7 +328,8 @@ def base_model(seed, device, d0, n_layer, n_head, n_embd, rope_scale, offset, ba
                  seed=seed, desc=f"base seed {seed}", progress=not quick)
         return model
 
-    path = common.checkpoint_path("easy_to_hard-base", settings, seed)
+    path = common.checkpoint_path("easy_to_hard-base",
+                                  dict(settings, **common.machine(device, "float32")), seed)
     return as_digit_rope(common.cached(path, train, device, seed=seed, settings=settings),
                          rope_scale, offset)
 

@@ -132,3 +132,8 @@ def test_quick_run_writes_every_arm_per_round():
                       and k["step"] == row["step"] and k["seed"] == row["seed"]
                       for k in rec["rows"])]
     assert all(v == 1.0 for v in oracle)  # the oracle's filter keeps only right labels
+    # the bases are cached: a second run loads them (a checkpoint whose metadata torch's safe
+    # loader refuses would be retrained every time, with a notice on stderr)
+    again = run_script("methods/easy_to_hard.py", "--quick", "--seeds", "0,1", "--arms",
+                       "filtered", timeout=300)
+    assert again.returncode == 0 and "not a checkpoint" not in again.stderr, again.stderr[-2000:]
