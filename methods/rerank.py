@@ -38,11 +38,17 @@ Evaluation. N_max = 64 samples per test problem at temperature 0.8. For N < N_ma
 are cut into N_max/N disjoint groups of N and each arm is averaged over the groups. pass@N is the
 unbiased estimator computed from the same samples. Confidence intervals: a percentile bootstrap
 over test problems. AUCs are over DISTINCT answers of a problem (an answer sampled 40 times is
-one answer to rank), pooled and within problems.
+one answer to rank; on code, programs that behave alike on the fresh inputs are one answer),
+pooled and within problems.
 
-Simplified relative to the papers: a 0.8M-parameter GPT; the verifier sees 16 samples of 2,000
-pool problems (Cobbe et al.: 100 of 7,500) for a fixed number of steps rather than early-stopped
-on held-out AUC; no step-by-step solutions.
+Training the verifiers. 16 samples of 1,000 pool problems (Cobbe et al.: 100 of 7,500), a fifth
+of the problems held out: every 50 steps the within-problem AUC on them is measured, the best
+checkpoint is kept and training stops after 3 checks without a new best (`heldout_auc`,
+`kept_step` in the results).
+
+Simplified relative to the papers: a GPT of 0.8M (arith) or 0.4M (code) parameters; far fewer
+samples and problems than Cobbe et al. (the CPU budget: --train_problems and --train_samples
+scale it up); no step-by-step solutions.
 
 Run:
   python methods/rerank.py --task code           # execution, voting and verifiers on code
@@ -73,14 +79,17 @@ from sft import base_model
 from verifier import auc, auc_within, distinct, margin_groups, train_verifier, verifier_scores
 
 FLAGS = dict(
-    problems=(500, "test problems"),
+    problems=(300, "test problems"),
     samples=(64, "N_max: samples per test problem"),
     ns=("1,4,16,64", "the N of maj@N, rr@N, pass@N; each must divide --samples"),
     temperature=(0.8, "sampling temperature"),
-    train_problems=(2000, "training problems the verifiers' samples come from"),
+    train_problems=(1000, "pool problems the verifiers' samples come from (a fifth of them held "
+                          "out for early stopping)"),
     train_samples=(16, "generator samples per training problem (labelled by the oracle)"),
-    verifier_steps=(600, "verifier training steps"),
-    batch_size=(64, "verifier batch size"),
+    verifier_steps=(600, "verifier training steps at most"),
+    eval_every=(50, "verifier: within-problem AUC on the held-out problems every this many steps"),
+    patience=(3, "verifier: stop after this many checks without a new best (the best is kept)"),
+    batch_size=(32, "verifier batch size"),
     lr=(3e-4, "verifier peak learning rate"),
     warmup=(50, "learning-rate warm-up steps", 0),
     with_reference=(False, "add each training problem's reference answer as one more right "
@@ -92,7 +101,7 @@ FLAGS = dict(
     verifiers=("", "verifiers to train, comma-separated ('': the task's VERIFIER_SETS)"),
 )
 QUICK = dict(problems=12, samples=8, ns="1,4,8", train_problems=20, train_samples=4,
-             verifier_steps=10, warmup=2, with_reference=True)
+             verifier_steps=10, eval_every=5, warmup=2, with_reference=True)
 
 TOP_KS = (2, 4, 8)  # RR.Top-K: re-rank within the K biggest answer clusters
 # The verifiers, in training order: the main one (margin loss, from the generator's weights),
@@ -263,8 +272,8 @@ def sizes(ns, samples):
 
 
 def run_seed(seed, task, device, quick, problems, samples, ns, temperature, train_problems,
-             train_samples, verifier_steps, batch_size, lr, warmup, with_reference, margin,
-             small_layers, small_embd, small_lr, verifiers):
+             train_samples, verifier_steps, eval_every, patience, batch_size, lr, warmup,
+             with_reference, margin, small_layers, small_embd, small_lr, verifiers):
     """Sample, train the verifiers, score, and compute every arm at every N."""
     gen = base_model(task, seed=seed, device=device, quick=quick)
     test = task.problems(problems, seed=0, split="test")
@@ -272,14 +281,18 @@ def run_seed(seed, task, device, quick, problems, samples, ns, temperature, trai
     names = [v for v in common.comma_list(verifiers or VERIFIER_SETS[task.name], list(VERIFIERS),
                                           "verifiers") if runnable or v != "exec_verifier"]
 
-    # 1. the verifiers' training data: the generator's own samples of pool problems
+    # 1. the verifiers' training data: the generator's own samples of pool problems; a fifth
+    # of the problems held out, on which early stopping measures the within-problem AUC
     train_set = task.problems(train_problems, seed=1000 + seed, split="pool")
     tr_samples, tr_correct = sample_and_check(gen, task, train_set, train_samples, temperature,
                                               seed=seed + 1)
-    triples = [(p, s, c) for p, ss, cs in zip(train_set, tr_samples, tr_correct)
-               for s, c in zip(ss, cs)]
+    held = len(train_set) // 5
+    heldout = [(p, ss, cs, [behaviour(p, s, fresh_inputs(p)) for s in ss])
+               for p, ss, cs in zip(train_set[:held], tr_samples[:held], tr_correct[:held])]
+    triples = [(p, s, c) for p, ss, cs in zip(train_set[held:], tr_samples[held:],
+                                              tr_correct[held:]) for s, c in zip(ss, cs)]
     if with_reference:  # off by default (the paper uses the generator's samples only)
-        triples += [(p, p.answer, True) for p in train_set]
+        triples += [(p, p.answer, True) for p in train_set[held:]]
     examples = [(p.prompt, s, c) for p, s, c in triples]
     shown = [(p.prompt, with_outputs(p, s), c) for p, s, c in triples] if runnable else []
     print(f"seed {seed}: {len(examples)} verifier examples "
@@ -303,12 +316,21 @@ def run_seed(seed, task, device, quick, problems, samples, ns, temperature, trai
               "small_verifier": (small, "margin", small_lr, examples),
               "exec_verifier": (lambda: copy.deepcopy(gen), "margin", lr, shown)}
     view = {name: (with_outputs if name == "exec_verifier" else lambda p, s: s) for name in names}
-    scores, losses = {}, {}
+
+    def heldout_auc(model, see):  # within-problem AUC over distinct behaviours, held-out problems
+        table = verifier_scores(model, [(p.prompt, see(p, s)) for p, ss, _, _ in heldout
+                                        for s in ss], progress=False)
+        return auc_within([[table[(p.prompt, see(p, s))] for s in ss] for p, ss, _, _ in heldout],
+                          [cs for _, _, cs, _ in heldout], [ks for _, _, _, ks in heldout])
+
+    scores, losses, kept = {}, {}, {}
     for name in names:
         make, loss, rate, data = recipe[name]
         model = make()
-        losses[name] = train_verifier(model, data, verifier_steps, batch_size, rate, warmup,
-                                      loss, margin, seed=seed, desc=f"{name} seed {seed}")
+        losses[name], kept[name] = train_verifier(
+            model, data, verifier_steps, batch_size, rate, warmup, loss, margin, seed=seed,
+            desc=f"{name} seed {seed}", heldout=lambda m: heldout_auc(m, view[name]),
+            eval_every=eval_every, patience=patience)
         # 4. score every test sample: scores[name][problem][sample]
         pairs = [(p.prompt, view[name](p, s)) for p, ss in zip(test, test_samples) for s in ss]
         table = verifier_scores(model, pairs)
@@ -327,11 +349,14 @@ def run_seed(seed, task, device, quick, problems, samples, ns, temperature, trai
             lo, hi = bootstrap_ci(values, seed=seed)
             rows += common.rows_of(arm, n, dict(test_acc=np.mean(values), ci_lo=lo, ci_hi=hi))
     # how well each verifier separates right from wrong answers: pooled, and within problems
-    # (what re-ranking needs), over DISTINCT answers; left out where undefined
+    # (what re-ranking needs), over DISTINCT answers (code: distinct behaviours); left out where
+    # undefined. heldout_auc and kept_step: the checkpoint early stopping kept
     for name in names:
-        flat = [distinct(ss, sc, cs) for ss, sc, cs in zip(test_samples, scores[name], correct)]
+        flat = [distinct(ks, sc, cs) for ks, sc, cs in zip(keys, scores[name], correct)]
         metrics = dict(auc=auc([s for f in flat for s in f[0]], [c for f in flat for c in f[1]]),
-                       auc_within=auc_within(scores[name], correct, test_samples),
+                       auc_within=auc_within(scores[name], correct, keys),
+                       heldout_auc=kept[name].get("heldout_auc", float("nan")),
+                       kept_step=kept[name].get("step", float("nan")),
                        train_loss=np.mean(losses[name][-20:]))
         metrics = {m: v for m, v in metrics.items() if not np.isnan(v)}
         common.show(f"seed {seed} {name}", metrics)

@@ -8,6 +8,8 @@ sigmoid(logit_C - logit_I). Two losses (rerank.py's docstring says why margin is
     L_margin = max(0, log S(x, y-) - log S(x, y+) + lambda)     a right and a wrong answer of x
     L_xent   = - [ l log S(x, y) + (1 - l) log(1 - S(x, y)) ]   single answers, l = oracle label
 """
+import copy
+
 import numpy as np
 import torch
 from torch.nn import functional as F
@@ -69,10 +71,14 @@ def margin_loss(model, groups, batch_size, rng, margin=1.0):
 
 
 def train_verifier(model, examples, steps, batch_size, lr, warmup, loss="margin", margin=1.0,
-                   seed=0, desc="verifier", progress=True):
+                   seed=0, desc="verifier", progress=True, heldout=None, eval_every=50,
+                   patience=3):
     """Train `model` to score (prompt, completion, correct?) examples with the "margin" or the
     "xent" loss: the repo's one training loop (sft.train), batches drawn with replacement by its
-    seeded generator. Returns the loss of every step."""
+    seeded generator. With `heldout` (a function: model -> within-problem AUC on held-out
+    problems), early stopping: the AUC is checked every eval_every steps, the best checkpoint is
+    kept (loaded into `model` at the end) and training stops after `patience` checks without a
+    new best. Returns (the loss of every step, {heldout_auc, step} of the kept checkpoint)."""
     groups = margin_groups(examples)
     data, batch_loss = {
         "xent": (examples, lambda rng: xent_loss(model, examples, batch_size, rng)),
@@ -81,7 +87,20 @@ def train_verifier(model, examples, steps, batch_size, lr, warmup, loss="margin"
     if not data:
         raise ValueError(f"no training data for the {loss} loss (the margin loss needs a problem "
                          "with both a right and a wrong sample)")
-    return train(model, batch_loss, steps, lr, warmup, seed=seed, desc=desc, progress=progress)
+    kept = {}
+
+    def keep_best(step):  # True: stop
+        value = heldout(model)
+        if not kept or value > kept["heldout_auc"]:
+            kept.update(heldout_auc=value, step=step, state=copy.deepcopy(model.state_dict()))
+        return step - kept["step"] >= patience * eval_every
+
+    every = range(0, steps + 1, eval_every) if heldout is not None else ()
+    losses = train(model, batch_loss, steps, lr, warmup, seed=seed, desc=desc, progress=progress,
+                   evaluate_at=every, evaluate=keep_best)
+    if kept:
+        model.load_state_dict(kept.pop("state"))
+    return losses, kept
 
 
 @torch.no_grad()

@@ -1,3 +1,4 @@
+import copy
 import itertools
 import json
 import os
@@ -195,13 +196,32 @@ def test_train_verifier_learns_to_prefer_the_right_answer(loss, one_thread, monk
     examples = [("1+1=", "2", True), ("1+1=", "3", False)] * 8
     calls = []  # the verifier trains in the repo's one loop, sft.train
     monkeypatch.setattr(verifier, "train", lambda *a, **k: calls.append(a) or sft.train(*a, **k))
-    losses = verifier.train_verifier(model, examples, steps=40, batch_size=8, lr=3e-3, warmup=5,
-                                   loss=loss, progress=False)
+    losses, kept = verifier.train_verifier(model, examples, steps=40, batch_size=8, lr=3e-3,
+                                           warmup=5, loss=loss, progress=False)
+    assert kept == {}  # no held-out problems: no early stopping
     assert len(calls) == 1 and calls[0][0] is model and len(losses) == 40
     assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5
     with torch.no_grad():
         z = verifier.verifier_logit(model, ["1+1=", "1+1="], ["2", "3"])
     assert z[0] > z[1]
+
+
+def test_early_stopping_keeps_the_checkpoint_with_the_best_heldout_auc(one_thread):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=32))
+    examples = [("1+1=", "2", True), ("1+1=", "3", False)] * 8
+    seen = []  # a made-up held-out AUC: best at the 2nd check (step 10), then worse
+    curve = iter([0.5, 0.9, 0.6, 0.7, 0.8, 0.95])
+
+    def heldout(m):
+        seen.append(copy.deepcopy(m.state_dict()))
+        return next(curve)
+    losses, kept = verifier.train_verifier(model, examples, steps=100, batch_size=4, lr=3e-3,
+                                           warmup=0, progress=False, heldout=heldout,
+                                           eval_every=10, patience=3)
+    # checks at steps 0, 10, 20, 30, 40: no new best for 3 checks after step 10 -> stop at 40
+    assert kept == {"heldout_auc": 0.9, "step": 10} and len(losses) == 40 and len(seen) == 5
+    assert all(torch.equal(v, seen[1][k]) for k, v in model.state_dict().items())
 
 
 def test_rerank_quick_runs_end_to_end_and_writes_results():  # ~6 s on one thread
