@@ -13,7 +13,7 @@ The loss. For a prompt x, G samples o_1..o_G ~ pi_old(.|x) and rewards r_i from 
 
     A_i = (r_i - mean(r)) / (std(r) + 1e-4)          group-normalised advantage, every token of o_i
     ratio_it = pi_theta(o_it | x, o_i<t) / pi_old(o_it | x, o_i<t)
-    KL_it = pi_ref / pi_theta - log(pi_ref / pi_theta) - 1       (the k3 estimator, >= 0)
+    KL_it = min(pi_ref / pi_theta - log(pi_ref / pi_theta) - 1, 10)   (k3, >= 0; capped)
     J(theta) = 1/G sum_i 1/|o_i| sum_t [ min(ratio_it A_i, clip(ratio_it, 1-eps, 1+eps) A_i)
                                           - beta KL_it ]
     loss = -J, for `inner_steps` optimizer steps on each batch (pi_old: the policy that sampled it;
@@ -27,10 +27,12 @@ with those settings.
 Arms (all from the same cached base model; prompts from the pool, never the gold data):
   grpo       clipped ratio (eps 0.2), `inner_steps` steps per batch, KL to the base (beta)
   reinforce  group-mean baseline, on-policy, no std, no clip, no KL
-  rest_em    ReST-EM (methods/rest_em.py) at an equal number of sampled completions: offline,
-             it samples G answers per pool prompt, keeps the distinct verified ones and
-             fine-tunes the base on D_gold + them, `rest_em_iterations` times (its step is
-             the iteration; `samples` says how many completions each row has cost)
+  rest_em    ReST-EM (methods/rest_em.py's rest_em arm, with its defaults: T = 0.8, at most 4
+             distinct verified answers a prompt, M-steps early-stopped on the base's val set) at
+             an equal number of sampled completions: offline, it samples G answers per pool
+             prompt, keeps the distinct verified ones and fine-tunes the base on D_gold + them,
+             `rest_em_iterations` times (its step is the iteration; `samples` says how many
+             completions each row has cost; kept, covered, label_acc and m_steps its E/M-steps')
 
 Metrics at each evaluation step (step 0 = the base):
   test_acc        greedy accuracy on the test split
@@ -42,13 +44,17 @@ Metrics at each evaluation step (step 0 = the base):
                   step 0 and at the end; and the whole curve k = 1..64 of both for the figure
 
 What was simplified, and why:
-  - Scale: G = 8 answers per prompt (the paper: 64), a few hundred steps, a 0.8M model.
+  - Scale: G = 8 answers per prompt (the paper: 64), a few hundred steps, a 0.8M (arith) or
+    0.4M (code) parameter model.
   - One sample per prompt and step instead of a replay of many minibatches per batch: the
     outer loop is sft.train's, with a fresh batch every `inner_steps` optimizer steps.
   - Rewards: binary (exactly right) by default; --graded uses the task's graded reward (digits
     right on arith, share of hidden tests on code).
-  - A sample whose bytes are not valid UTF-8 comes back from generate as text with U+FFFD and
-    is scored and trained on as that text (it is wrong anyway).
+  - A sample whose bytes are not valid UTF-8 comes back from generate as text with U+FFFD: it
+    is scored (it is wrong) but left out of the loss, since the text's bytes are not the tokens
+    that were sampled and their log-probabilities would be another sequence's. With it the
+    k3 term is capped at 10 per token (as verl does): one token the policy has made ~e^-10 less
+    likely than the base otherwise dominates a batch's loss (a first run hit a mean KL of 806).
 
 Run:
   python methods/grpo.py                     # arith, seed 0 (a few minutes on a CPU)
@@ -98,8 +104,9 @@ QUICK = dict(steps=4, prompts=4, group=4, pool=16, test_problems=8, eval_every=2
              eval_samples=4)
 ARMS = ("grpo", "reinforce", "rest_em")
 # rest_em's M-step and filter: methods/rest_em.py's defaults (its QUICK ones with --quick)
-REST_EM = ("cap", "steps", "eval_every", "patience", "batch_size", "lr", "warmup")
+REST_EM = ("steps", "eval_every", "patience", "batch_size", "lr", "warmup")
 EVAL_TEMPERATURE = 0.8  # pass@k's temperature everywhere in this repo (methods/ceiling.py)
+KL_CAP = 10.0  # per token (verl's choice): one runaway token cannot dominate a batch
 
 
 # ---------------------------------------------------------------------------------------------
@@ -122,7 +129,7 @@ def grpo_loss(logp, logp_old, logp_ref, mask, adv, clip, beta):
     unclipped = ratio * adv[:, None]  # (N, T)
     clipped = ratio.clamp(1 - clip, 1 + clip) * adv[:, None] if clip is not None else unclipped
     log_r = logp_ref - logp  # (N, T): log pi_ref / pi_theta
-    kl = torch.exp(log_r) - log_r - 1  # (N, T), k3
+    kl = (torch.exp(log_r) - log_r - 1).clamp(max=KL_CAP)  # (N, T), k3, capped
     per_token = torch.minimum(unclipped, clipped) - beta * kl  # (N, T)
     per_answer = (per_token * mask).sum(1) / mask.sum(1).clamp(min=1)  # (N,): 1/|o_i| sum_t
     mean_kl = (kl * mask).sum() / mask.sum().clamp(min=1)
@@ -161,6 +168,8 @@ def rl_train(model, base, task, pool, steps, prompts, group, temperature, graded
             with torch.no_grad():
                 old, mask, entropy = completion_logprobs(model, x, answers, entropy=True)
                 ref, _ = completion_logprobs(base, x, answers)
+            faithful = torch.tensor([float("\ufffd" not in a) for a in answers])  # (P*G,)
+            mask = mask * faithful[:, None]  # text that is not what was sampled: no loss
             batch.update(x=x, answers=answers, old=old, ref=ref, mask=mask,
                          adv=group_advantages(rewards, normalise).flatten(),
                          reward=rewards.mean().item(),
@@ -208,28 +217,26 @@ def run_rl(base, task, pool, test, settings, seed, steps, eval_every, eval_sampl
     return curve
 
 
-def run_rest_em(base, task, pool, test, seed, quick, budget, group, temperature, iterations,
-                eval_samples):
-    """ReST-EM (methods/rest_em.py) from the same base with the same number of sampled
-    completions as grpo: `iterations` E-steps of `group` samples on budget / (iterations * group)
-    pool prompts, each M-step from the base on D_gold + the distinct verified answers.
-    {iteration: metrics}."""
-    defaults = dict({k: v[0] for k, v in rest_em.FLAGS.items()}, **(rest_em.QUICK if quick else {}))
-    tune = {k: defaults[k] for k in REST_EM if k != "cap"}
+def run_rest_em(base, task, pool, test, seed, quick, budget, group, iterations, eval_samples):
+    """ReST-EM (methods/rest_em.py's rest_em arm, its defaults) from the same base with the same
+    number of sampled completions as grpo: `iterations` E-steps of `group` samples on
+    budget / (iterations * group) pool prompts. {iteration: metrics}."""
+    flags = dict({k: v[0] for k, v in rest_em.FLAGS.items()}, **(rest_em.QUICK if quick else {}))
+    tune = dict({k: flags[k] for k in REST_EM}, progress=not quick)
     gold, val = gold_data(task, base_settings(task, quick=quick), seed)
-    gold_pairs = [(p.prompt, p.answer) for p in gold]
     prompts = pool[:max(1, budget // (iterations * group))]
-    model, curve = base, {}
-    for it in range(1, iterations + 1):
-        pairs, audit = rest_em.e_step(model, task, prompts, "oracle", group, temperature,
-                                      defaults["cap"], 0.5, seed * 1000 + it)
-        model, m_steps = rest_em.m_step(base, task, gold_pairs, pairs, val, seed * 1000 + it,
-                                        f"rest_em seed {seed} iter {it}",
-                                        dict(tune, progress=not quick))
-        curve[it] = {"test_acc": evaluate(model, task, test)["greedy_acc"],
-                     "samples": it * len(prompts) * group, "kept": audit["kept"],
-                     "m_steps": m_steps}
-    final = pass_curve(model, task, test, eval_samples, seed)
+    last = {}
+
+    def measure(model):  # run_arm calls it after every M-step; the last model gets pass@k
+        last["model"] = model
+        return {"test_acc": evaluate(model, task, test)["greedy_acc"]}
+
+    curve = rest_em.run_arm("rest_em", base, task, [(p.prompt, p.answer) for p in gold], prompts,
+                            val, iterations, group, flags["temperature"], flags["cap"],
+                            flags["vote"], measure, seed, tune)
+    for it in curve:
+        curve[it]["samples"] = it * len(prompts) * group
+    final = pass_curve(last["model"], task, test, eval_samples, seed)
     curve[iterations].update({f"pass@{k}": v for k, v in final.items()})
     return curve
 
@@ -259,7 +266,7 @@ def run_seed(seed, task, device, quick, steps, prompts, group, temperature, lr, 
         # ReST-EM with as many sampled completions as grpo draws in its `steps`
         "rest_em": lambda: run_rest_em(base, task, pool_problems, test, seed, quick,
                                        -(-steps // inner_steps) * prompts * group, group,
-                                       temperature, rest_em_iterations, eval_samples),
+                                       rest_em_iterations, eval_samples),
     }
     return common.rows_of("base", 0, start) + common.run_arms(run, arms, seed)
 

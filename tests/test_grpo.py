@@ -53,6 +53,15 @@ def test_k3_kl_by_hand():
     ref = torch.log(torch.tensor([[0.25, 0.25]]))  # pi_ref / pi = 0.5 and 1
     _, kl = grpo.grpo_loss(logp, logp, ref, torch.ones(1, 2), torch.zeros(1), clip=None, beta=1.0)
     assert kl.item() == pytest.approx((0.5 - math.log(0.5) - 1 + 0.0) / 2)  # 0.0966
+    # a token the policy made e^-20 as likely as the base: k3 = e^20 - 21 ~ 5e8, capped at 10,
+    # so one runaway token cannot swamp the batch (and its gradient through the KL is 0)
+    logp = torch.tensor([[-20.0, math.log(0.5)]], requires_grad=True)
+    ref = torch.tensor([[0.0, math.log(0.25)]])
+    _, kl = grpo.grpo_loss(logp, logp.detach(), ref, torch.ones(1, 2), torch.zeros(1), clip=None,
+                           beta=1.0)
+    assert kl.item() == pytest.approx((grpo.KL_CAP + 0.5 - math.log(0.5) - 1) / 2)
+    kl.backward()
+    assert logp.grad[0, 0].item() == 0.0
 
 
 def test_a_batch_is_sampled_every_inner_steps_and_rewards_come_from_the_oracle(monkeypatch):
