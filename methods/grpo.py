@@ -59,7 +59,7 @@ What was simplified, and why:
 Run:
   python methods/grpo.py                     # arith, seed 0 (a few minutes on a CPU)
   python methods/grpo.py --seeds 0,1,2       # what results/grpo-arith.* were written by
-  python methods/grpo.py --task code
+  python methods/grpo.py --task code         # 100 steps per arm (arith: 300)
   python methods/grpo.py --quick             # tiny budget, same code path (for tests)
 
 What you should see: test_acc and pass@1 rising over the steps while entropy falls; then the
@@ -83,7 +83,7 @@ from sample import evaluate, generate, pass_at_k, sample_and_check
 from sft import base_model, base_settings, gold_data, train
 
 FLAGS = dict(
-    steps=(300, "optimizer steps per arm"),
+    steps=(0, "optimizer steps per arm (0: the task's, STEPS)", 0),
     prompts=(32, "pool prompts per batch"),
     group=(8, "G: samples per prompt"),
     temperature=(1.0, "temperature of the policy's samples"),
@@ -104,6 +104,8 @@ QUICK = dict(steps=4, prompts=4, group=4, pool=16, test_problems=8, eval_every=2
              eval_samples=4)
 ARMS = ("grpo", "reinforce", "rest_em")
 # rest_em's M-step and filter: methods/rest_em.py's defaults (its QUICK ones with --quick)
+# default steps per task: on code a step samples 256 programs and costs ~3x an arith step
+STEPS = {"arith": 300, "code": 100}
 REST_EM = ("steps", "eval_every", "patience", "batch_size", "lr", "warmup")
 EVAL_TEMPERATURE = 0.8  # pass@k's temperature everywhere in this repo (methods/ceiling.py)
 KL_CAP = 10.0  # per token (verl's choice): one runaway token cannot dominate a batch
@@ -274,6 +276,7 @@ def run_seed(seed, task, device, quick, steps, prompts, group, temperature, lr, 
 def main():
     args = common.parse_args(__doc__, FLAGS, QUICK, default_task="arith")
     common.comma_list(args.arms, ARMS, "arms")  # a bad arm fails now, not after a seed
+    args.steps = args.steps or STEPS[args.task]
     common.run_seeds("grpo", args, run_seed, FLAGS)
 
 
