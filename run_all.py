@@ -32,9 +32,9 @@ import common
 
 # (method, task): each method on its default task; the base models and their ceiling first
 RUNS = [("sft", "arith"), ("sft", "code"), ("ceiling", "arith"), ("ceiling", "code"),
-        ("self_correct", "arith"), ("reflexion", "code"), ("rerank", "arith"),
+        ("self_correct", "arith"), ("reflexion", "code"), ("rerank", "arith"), ("rerank", "code"),
         ("rest_em", "arith"), ("rest", "code"), ("spin", "arith"), ("grpo", "arith"),
-        ("weak_to_strong", "arith")]
+        ("grpo", "code"), ("weak_to_strong", "arith"), ("easy_to_hard", "add")]
 
 
 def argv_for(task, seeds, device):
