@@ -20,7 +20,10 @@ What it draws (each only if its results file exists; otherwise it prints "skip .
   spin_iterations.png           spin-arith: test accuracy, gold NLL, end-of-iteration reward
                                 accuracy and `same` per iteration, per arm
   grpo_passk.png                grpo-arith: test accuracy against the completions sampled, and
-                                pass@k of the base and of each trained model
+                                pass@k of the base and of each trained model (grpo_passk_code.png:
+                                grpo-code)
+  easy_to_hard_lengths.png      easy_to_hard-add: test accuracy per operand length and round, one
+                                heat map per arm, and solved_len per round
 
 Lines are the mean over seeds; the shaded band is +- one sample standard deviation over seeds.
 Where seeds start far apart, the accuracy panels of self_correct and rerank show each seed's
@@ -312,7 +315,47 @@ def draw_grpo(data, out_dir, new_figure):
     curve.set_title("pass@k after training against the base's", fontsize=9)
     curve.legend(fontsize=8)
     fig.suptitle(f"RL with the oracle's reward ({seeds_note(data)})", fontsize=9)
-    return [save(fig, out_dir, "grpo_passk.png")]
+    name = "grpo_passk.png" if data["task"] == "arith" else f"grpo_passk_{data['task']}.png"
+    return [save(fig, out_dir, name)]
+
+
+def draw_easy_to_hard(data, out_dir, new_figure):
+    rows = data["rows"]
+    arms = arms_in(rows, ["filtered", "unfiltered", "oracle_filtered"])
+    lengths = sorted(int(r["metric"][4:]) for r in rows
+                     if r["arm"] == "base" and r["metric"].startswith("acc@")
+                     and r["seed"] == rows[0]["seed"])
+    fig, axes = new_figure(ncols=len(arms) + 1, width=4.2 * (len(arms) + 1), height=3.6)
+    image = None
+    for ax, arm in zip(axes, arms):
+        rounds = [0] + by_step(rows, arm, "solved_len")[0]
+        grid = [[(by_step(rows, "base" if r == 0 else arm, f"acc@{n}")[1] or [math.nan])[
+            0 if r == 0 else rounds.index(r) - 1] for r in rounds] for n in lengths]
+        image = ax.imshow(grid, origin="lower", aspect="auto", vmin=0, vmax=1, cmap="viridis",
+                          extent=(-0.5, len(rounds) - 0.5, lengths[0] - 0.5, lengths[-1] + 0.5))
+        frontier = [by_step(rows, arm, "length")[1][rounds.index(r) - 1] for r in rounds[1:]]
+        ax.plot(rounds[1:], frontier, "w--", linewidth=1, label="length labelled")
+        ax.set_xticks(range(len(rounds)))
+        ax.set_xlabel("round (0 = base)")
+        ax.set_ylabel("operand digits")
+        ax.set_title(f"{arm}: test accuracy per length", fontsize=9)
+        ax.legend(fontsize=7, loc="upper left")
+    fig.colorbar(image, ax=axes[:len(arms)], shrink=0.8, label="accuracy (mean over seeds)")
+    solved = axes[-1]
+    for i, arm in enumerate(arms):
+        steps, means, stds = by_step(rows, arm, "solved_len")
+        base = by_step(rows, "base", "solved_len")[1]
+        xs, ys, es = [0] + steps, base + means, [0.0] + stds
+        drawn = solved.plot(xs, ys, marker="o", markersize=4, label=arm, color=f"C{i}")[0]
+        solved.fill_between(xs, [y - e for y, e in zip(ys, es)], [y + e for y, e in zip(ys, es)],
+                            color=drawn.get_color(), alpha=0.12, linewidth=0)
+    integer_steps(solved)
+    solved.set_xlabel("round")
+    solved.set_ylabel("solved_len (>= 95% at it and below)")
+    solved.set_title("the frontier per arm", fontsize=9)
+    solved.legend(fontsize=8)
+    fig.suptitle(f"easy to hard: self-labelled longer additions ({seeds_note(data)})", fontsize=9)
+    return [save(fig, out_dir, "easy_to_hard_lengths.png")]
 
 
 def final_at(rows, arm, metric, step):
@@ -360,6 +403,8 @@ FIGURES = [
     ("rerank-code.json", draw_rerank),
     ("spin-arith.json", draw_spin),
     ("grpo-arith.json", draw_grpo),
+    ("grpo-code.json", draw_grpo),
+    ("easy_to_hard-add.json", draw_easy_to_hard),
 ]
 
 

@@ -116,6 +116,9 @@ def tiny_results():
                                  [1, 4, 16]),
         "spin-arith": rows_for(["spin", "spin_nll", "sft_more"],
                                ["test_acc", "gold_nll", "reward_acc", "same"], [0, 1, 2]),
+        "easy_to_hard-add": rows_for(["base"], ["solved_len", "acc@1", "acc@2", "acc@3"], [0])
+        + rows_for(["filtered", "unfiltered"],
+                   ["length", "solved_len", "acc@1", "acc@2", "acc@3"], [1, 2]),
     }
 
 
@@ -132,7 +135,8 @@ def test_draw_all_writes_every_png(tmp_path):
     names = ["reflexion_trials.png", "self_correct_transitions.png", "w2s_pgr.png",
              "w2s_curves.png", "rest_steps.png", "rest_em_iterations.png",
              "rerank_curves_arith.png",
-             "spin_iterations.png", "sft_curve_arith.png", "grpo_passk.png"]
+             "spin_iterations.png", "sft_curve_arith.png", "grpo_passk.png",
+             "easy_to_hard_lengths.png"]
     assert sorted(written) == sorted(str(out / n) for n in names)
     for path in written:
         with open(path, "rb") as f:

@@ -51,6 +51,20 @@ def test_synthesis_table_on_hand_made_results(tmp_path):
     assert report.synthesis_table("code", results=str(tmp_path)) == ""
 
 
+def test_e2h_table_on_hand_made_results(tmp_path):
+    rows = [dict(arm="base", step=0, metric="solved_len", seed=s, value=3.0) for s in (0, 1)]
+    for step, (solved, acc) in enumerate([((4, 4), 0.9), ((5, 4), 0.5)], start=1):
+        for seed in (0, 1):
+            rows += [dict(arm="filtered", step=step, seed=seed, metric=m, value=v) for m, v in
+                     (("length", 3 + step), ("kept", 100.0), ("label_acc", acc),
+                      ("solved_len", float(solved[seed])))]
+    write(tmp_path, "easy_to_hard", "add", rows, dict(d0=3))
+    lines = report.e2h_table(str(tmp_path)).splitlines()
+    assert lines[2] == "| base | 0 | 1-3 (gold) | | | 3.000 ± 0.000 | 3 3 |"
+    assert lines[4] == ("| filtered | 2 | 5 | 100.000 ± 0.000 | 0.500 ± 0.000 | "
+                        "4.500 ± 0.707 | 5 4 |")
+
+
 def test_replace_block_keeps_the_hand_written_text(tmp_path):
     doc = tmp_path / "doc.md"
     doc.write_text(f"intro\n{report.BEGIN}\nold table\n{report.END}\noutro\n")
