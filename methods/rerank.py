@@ -43,8 +43,9 @@ pooled and within problems.
 
 Training the verifiers. 16 samples of 1,000 pool problems (Cobbe et al.: 100 of 7,500), a fifth
 of the problems held out: every 50 steps the within-problem AUC on them is measured, the best
-checkpoint is kept and training stops after 3 checks without a new best (`heldout_auc`,
-`kept_step` in the results).
+checkpoint is kept and training stops after 3 checks without a new best (`heldout_auc` of the
+kept checkpoint, `start_auc` of the starting weights, `kept_step`, and `heldout_problems`, how
+many held-out problems have both right and wrong answers: only those can be ranked).
 
 Simplified relative to the papers: a GPT of 0.8M (arith) or 0.4M (code) parameters; far fewer
 samples and problems than Cobbe et al. (the CPU budget: --train_problems and --train_samples
@@ -350,14 +351,19 @@ def run_seed(seed, task, device, quick, problems, samples, ns, temperature, trai
             rows += common.rows_of(arm, n, dict(test_acc=np.mean(values), ci_lo=lo, ci_hi=hi))
     # how well each verifier separates right from wrong answers: pooled, and within problems
     # (what re-ranking needs), over DISTINCT answers (code: distinct behaviours); left out where
-    # undefined. heldout_auc and kept_step: the checkpoint early stopping kept
+    # undefined. heldout_auc and kept_step: the checkpoint early stopping kept; train_loss: the
+    # last 20 training steps before it
+    rankable = sum(0 < sum(c) < len(c) for c in (distinct(ks, cs)[0] for _, _, cs, ks in heldout))
     for name in names:
         flat = [distinct(ks, sc, cs) for ks, sc, cs in zip(keys, scores[name], correct)]
+        before = losses[name][:kept[name].get("step")]  # the steps up to the kept checkpoint
         metrics = dict(auc=auc([s for f in flat for s in f[0]], [c for f in flat for c in f[1]]),
                        auc_within=auc_within(scores[name], correct, keys),
                        heldout_auc=kept[name].get("heldout_auc", float("nan")),
+                       start_auc=kept[name].get("start_auc", float("nan")),
                        kept_step=kept[name].get("step", float("nan")),
-                       train_loss=np.mean(losses[name][-20:]))
+                       heldout_problems=rankable,
+                       train_loss=np.mean(before[-20:]) if before else float("nan"))
         metrics = {m: v for m, v in metrics.items() if not np.isnan(v)}
         common.show(f"seed {seed} {name}", metrics)
         rows += common.rows_of(name, 0, metrics)

@@ -78,7 +78,8 @@ def train_verifier(model, examples, steps, batch_size, lr, warmup, loss="margin"
     seeded generator. With `heldout` (a function: model -> within-problem AUC on held-out
     problems), early stopping: the AUC is checked every eval_every steps, the best checkpoint is
     kept (loaded into `model` at the end) and training stops after `patience` checks without a
-    new best. Returns (the loss of every step, {heldout_auc, step} of the kept checkpoint)."""
+    new best. Returns (the loss of every step, {heldout_auc, step} of the kept checkpoint and
+    start_auc, the held-out AUC of the starting weights)."""
     groups = margin_groups(examples)
     data, batch_loss = {
         "xent": (examples, lambda rng: xent_loss(model, examples, batch_size, rng)),
@@ -91,7 +92,9 @@ def train_verifier(model, examples, steps, batch_size, lr, warmup, loss="margin"
 
     def keep_best(step):  # True: stop
         value = heldout(model)
-        if not kept or value > kept["heldout_auc"]:
+        if step == 0:
+            kept["start_auc"] = value
+        if "step" not in kept or value > kept["heldout_auc"]:
             kept.update(heldout_auc=value, step=step, state=copy.deepcopy(model.state_dict()))
         return step - kept["step"] >= patience * eval_every
 

@@ -220,7 +220,8 @@ def test_early_stopping_keeps_the_checkpoint_with_the_best_heldout_auc(one_threa
                                            warmup=0, progress=False, heldout=heldout,
                                            eval_every=10, patience=3)
     # checks at steps 0, 10, 20, 30, 40: no new best for 3 checks after step 10 -> stop at 40
-    assert kept == {"heldout_auc": 0.9, "step": 10} and len(losses) == 40 and len(seen) == 5
+    assert kept == {"start_auc": 0.5, "heldout_auc": 0.9, "step": 10}
+    assert len(losses) == 40 and len(seen) == 5
     assert all(torch.equal(v, seen[1][k]) for k, v in model.state_dict().items())
 
 
