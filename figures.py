@@ -24,6 +24,7 @@ What it draws (each only if its results file exists; otherwise it prints "skip .
                                 grpo-code)
   easy_to_hard_lengths.png      easy_to_hard-add: test accuracy per operand length and round, one
                                 heat map per arm, and solved_len per round
+                                (easy_to_hard_lengths_seeds345.png: the check ensemble)
 
 Lines are the mean over seeds; the shaded band is +- one sample standard deviation over seeds.
 Where seeds start far apart, the accuracy panels of self_correct and rerank show each seed's
@@ -355,7 +356,10 @@ def draw_easy_to_hard(data, out_dir, new_figure):
     solved.set_title("the frontier per arm", fontsize=9)
     solved.legend(fontsize=8)
     fig.suptitle(f"easy to hard: self-labelled longer additions ({seeds_note(data)})", fontsize=9)
-    return [save(fig, out_dir, "easy_to_hard_lengths.png")]
+    seeds = data.get("seeds", [])
+    name = ("easy_to_hard_lengths.png" if not seeds or seeds[0] == 0 else  # the default run's
+            f"easy_to_hard_lengths_seeds{''.join(str(s) for s in seeds)}.png")  # a check's
+    return [save(fig, out_dir, name)]
 
 
 def final_at(rows, arm, metric, step):
@@ -405,6 +409,7 @@ FIGURES = [
     ("grpo-arith.json", draw_grpo),
     ("grpo-code.json", draw_grpo),
     ("easy_to_hard-add.json", draw_easy_to_hard),
+    ("easy_to_hard-add-seeds345.json", draw_easy_to_hard),
 ]
 
 
