@@ -119,10 +119,14 @@ def matplotlib_figure():
 def line(ax, rows, arm, metric, label=None, color=None, **keys):
     """Mean over seeds as a line with markers, +- one std as a band. Nothing if no rows."""
     steps, means, stds = by_step(rows, arm, metric, **keys)
-    if not steps:
-        return
-    drawn = ax.plot(steps, means, marker="o", markersize=4, label=label or arm, color=color)[0]
-    ax.fill_between(steps, [m - s for m, s in zip(means, stds)],
+    if steps:
+        band(ax, steps, means, stds, label=label or arm, color=color)
+
+
+def band(ax, xs, means, stds, label=None, color=None):
+    """A line with markers through (xs, means), +- stds as a shaded band."""
+    drawn = ax.plot(xs, means, marker="o", markersize=4, label=label, color=color)[0]
+    ax.fill_between(xs, [m - s for m, s in zip(means, stds)],
                     [m + s for m, s in zip(means, stds)], color=drawn.get_color(), alpha=0.12,
                     linewidth=0)
 
