@@ -44,8 +44,10 @@ other methods' model is untouched; KV-cached decoding carries each row's digit c
 steps.
 
 Simplified relative to the paper, and why:
-  - 2 layers, 64 wide, d0 = 3, 5 rounds of 500 steps: the CPU budget (the paper: 6-layer
-    models, 10,000 steps a round, 16 to 100+ digits, on GPUs).
+  - 2 layers, 64 wide, d0 = 3, 5 rounds of 1,000 steps: the CPU budget (the paper: 6-layer
+    models, 10,000 steps for the base and 1,000 more a round, 16 to 100+ digits, on GPUs). At
+    500 steps a round the models were right one digit out less often, and on the check
+    ensemble (seeds 3, 4, 5) the frontier stopped at 4 digits (tutorial 10).
   - The length filter checks the answer's width (L + 1 digits, as the format fixes it); labels
     are the first L + 1 tokens a model writes (a model past its frontier may not stop).
   - Votes: 3 models x (a+b, b+a). The probes behind tutorial 10 found that one model's samples,
@@ -55,8 +57,9 @@ Simplified relative to the paper, and why:
     numbers of that arm are three models of ONE run, not three independent runs.
 
 Run:
-  python methods/easy_to_hard.py                 # the ensemble of seeds 0,1,2 (~8 min per model
-                                                 # on one CPU core)
+  python methods/easy_to_hard.py                 # the ensemble of seeds 0,1,2 (~10 min per
+                                                 # model on one CPU core: see the header of
+                                                 # results/easy_to_hard-add.md)
   python methods/easy_to_hard.py --arms filtered # one arm
   python methods/easy_to_hard.py --quick         # tiny budget, same code path (for tests)
 
@@ -64,7 +67,10 @@ What you should see (tutorials/10_easy_to_hard.md reads the table): the bases so
 and almost nothing at 4; the filtered arm's solved length grows round after round while its
 kept labels stay nearly all right, until the position scheme's limit stops it (the labels' audit
 shows where); the unfiltered arm keeps every label, its label accuracy collapses and its solved
-length stalls; the oracle-filtered arm bounds both.
+length stalls; the oracle-filtered arm bounds both. The vote works only while the models are
+right one digit out often enough and wrong in different ways: where all of them make the same
+mistake it keeps wrong labels, and label_acc says so (run --seeds 3,4,5 to see another
+ensemble).
 """
 import copy
 import json
@@ -100,7 +106,7 @@ FLAGS = dict(
     labels=(2000, "prompts labelled per round"),
     agree=(0.8, "filtered: share of the ensemble's votes that must agree on a label"),
     original=(3000, "labelled problems of 1..d0 digits kept in every round's data"),
-    steps=(500, "optimizer steps per round, from the last checkpoint"),
+    steps=(1000, "optimizer steps per round, from the last checkpoint"),
     lr=(1e-3, "peak learning rate of a round"),
     warmup=(20, "warm-up steps of a round", 0),
     batch_size=(64, "batch size"),
@@ -238,6 +244,11 @@ def accuracy_by_length(model, lengths, n):
     return acc
 
 
+def length_metrics(acc):
+    """solved_len and acc@L for every length L, as a row's metrics."""
+    return dict(solved_len=solved_len(acc), **{f"acc@{L}": a for L, a in acc.items()})
+
+
 def solved_len(acc, threshold=0.95):
     """The longest L with accuracy >= threshold at L and at every shorter length."""
     solved = 0
@@ -350,8 +361,7 @@ def run_arm(arm, bases, d0, rounds, labels, agree, original, steps, lr, warmup, 
             train_round(model, data[s], selfdata[s], steps, lr, warmup, batch_size,
                         seed=1000 * s + r)
             acc = accuracy_by_length(model, lengths, test_problems)
-            metrics = dict(length=L, **audit[s], solved_len=solved_len(acc),
-                           **{f"acc@{n}": a for n, a in acc.items()})
+            metrics = dict(length=L, **audit[s], **length_metrics(acc))
             common.show(f"{arm:<16} seed {s} round {r}", metrics)
             rows += [dict(row, seed=s) for row in common.rows_of(arm, r, metrics)]
     return rows
@@ -370,7 +380,7 @@ def main():
                               args.rope_scale, args.offset, args.base_problems, args.base_steps,
                               args.base_lr, args.batch_size, args.quick)
         acc = accuracy_by_length(bases[s], lengths, args.test_problems)
-        metrics = dict(solved_len=solved_len(acc), **{f"acc@{n}": a for n, a in acc.items()})
+        metrics = length_metrics(acc)
         common.show(f"base seed {s}", metrics)
         if metrics["solved_len"] < args.d0:  # the rounds assume a base that has its lengths
             print(f"warning: base seed {s} solves only {metrics['solved_len']} of its {args.d0} "
