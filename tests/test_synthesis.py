@@ -82,6 +82,10 @@ def test_run_all_counts_only_default_runs_of_the_current_code():
     assert not run_all.default_run(["--seeds", "0,1,2", "--steps", "10"])
     assert not run_all.default_run(["--quick"])
     assert not run_all.default_run(None)   # results written before the field existed
+    flags = run_all.FLAGS_OF[("rest_em", "code")]  # a run whose defaults live in run_all
+    assert run_all.default_run(run_all.argv_for("rest_em", "code", "0,1,2", "cpu"), flags)
+    assert not run_all.default_run(["--task", "code", "--seeds", "0,1,2"], flags)
+    assert not run_all.default_run(["--seeds", "0,1,2"] + flags + ["--pool", "10"], flags)
 
 
 def test_run_all_dry_run_lists_every_method_and_runs_nothing():
