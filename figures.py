@@ -13,7 +13,11 @@ What it draws (each only if its results file exists; otherwise it prints "skip .
   w2s_curves.png                weak_to_strong-arith: student test accuracy during training, per
                                 (teacher, student) pair, against the teacher and the ceiling
   rest_em_iterations.png        rest_em-arith: test accuracy and the filters' audited label
-                                accuracy per iteration, per arm
+                                accuracy per iteration, per arm (rest_em_iterations_code.png:
+                                rest_em-code)
+  rest_em_hard.png              rest_em_hard-code: accuracy on the 3-step problems that need 3
+                                steps and on those a shorter program solves, and the share of
+                                3-step answers, per iteration
   rest_steps.png                rest-code: true test reward and learned (proxy) reward per
                                 Improve step, for ReST scored by the oracle or by the proxy
   rerank_curves_<task>.png      rerank-<task>: test accuracy against N samples per problem
@@ -47,7 +51,8 @@ import math
 import os
 import sys
 
-from figures_training import draw_easy_to_hard, draw_grpo, draw_rest, draw_rest_em, draw_spin
+from figures_training import (draw_easy_to_hard, draw_grpo, draw_rest, draw_rest_em,
+                               draw_rest_em_hard, draw_spin)
 from plots import (NEED_MATPLOTLIB, arms_in, by_step, change_lines, final, first_seen,
                    integer_steps, line, matplotlib_figure, save, seeds_note)
 
@@ -243,6 +248,8 @@ FIGURES = [
     ("weak_to_strong-arith.json", draw_weak_to_strong),
     ("rest-code.json", draw_rest),
     ("rest_em-arith.json", draw_rest_em),
+    ("rest_em-code.json", draw_rest_em),
+    ("rest_em_hard-code.json", draw_rest_em_hard),
     ("rerank-arith.json", draw_rerank),
     ("rerank-code.json", draw_rerank),
     ("spin-arith.json", draw_spin),

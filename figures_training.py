@@ -27,7 +27,29 @@ def draw_rest_em(data, out_dir, new_figure):
         ax.legend(fontsize=7)
     fig.suptitle(f"ReST-EM on the pool: filters against the pool's gold labels "
                  f"({seeds_note(data)})", fontsize=9)
-    return [save(fig, out_dir, "rest_em_iterations.png")]
+    name = "rest_em_iterations.png" if data["task"] == "arith" else \
+        f"rest_em_iterations_{data['task']}.png"
+    return [save(fig, out_dir, name)]
+
+
+def draw_rest_em_hard(data, out_dir, new_figure):
+    arms = arms_in(data["rows"], ["rest_em", "self_train", "sft_more", "sft_gold_pool"])
+    rows = starting_from(data["rows"], "base", arms)
+    panels = [("test_acc_long", "3-step test problems no shorter program solves"),
+              ("test_acc_short", "3-step test problems a shorter program solves"),
+              ("long_answers", "greedy test answers with 3 steps or more")]
+    fig, axes = new_figure(ncols=3, width=14, height=4)
+    for ax, (metric, label) in zip(axes, panels):
+        for i, arm in enumerate(arms):
+            line(ax, rows, arm, metric, color=f"C{i}")
+        integer_steps(ax)
+        ax.set_xlabel("iteration (0 = the base; the controls are one M-step)")
+        ax.set_ylabel("greedy accuracy" if metric.startswith("test") else "share of answers")
+        ax.set_title(label, fontsize=9)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"ReST-EM from 1-2-step to 3-step programs: the long way or the short cut? "
+                 f"({seeds_note(data)})", fontsize=9)
+    return [save(fig, out_dir, "rest_em_hard.png")]
 
 
 def draw_rest(data, out_dir, new_figure):

@@ -213,6 +213,25 @@ def e2h_table(results=RESULTS, task="add"):
     return "\n".join(lines)
 
 
+def hard_table(results=RESULTS):
+    """ReST-EM from 1-2-step to 3-step programs: per arm and iteration, greedy accuracy on the
+    3-step test problems that need 3 steps (long) and on those a shorter program solves
+    (short), the share of 3-step answers, accuracy on the base's own mix, and the kept set."""
+    rec = load("rest_em_hard", "code", results)
+    if rec is None:
+        return ""
+    metrics = ("test_acc", "test_acc_long", "test_acc_short", "long_answers", "easy_acc",
+               "kept", "covered")
+    lines = ["| arm | iteration | " + " | ".join(metrics) + " |",
+             "|---|---|" + "---|" * len(metrics)]
+    arms = list(dict.fromkeys(r["arm"] for r in rec["rows"]))
+    for arm in arms:
+        for step in sorted({r["step"] for r in rec["rows"] if r["arm"] == arm}):
+            cells = [fmt(values(rec, arm, m, step=step).values()) for m in metrics]
+            lines.append(f"| {arm} | {step} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def ceiling_table(results=RESULTS):
     """The base models' greedy accuracy and pass@k curve on each task's 500 test problems."""
     ks = (1, 4, 16, 64)
@@ -242,6 +261,11 @@ def block(results=RESULTS):
     t = w2s_table(results)
     if t:
         parts.append(f"**weak-to-strong (arith; test accuracy at the last step)**\n\n{t}")
+    t = hard_table(results)
+    if t:
+        parts.append("**ReST-EM from easy to hard (code: a base on 1-2-step programs, a pool of "
+                     "3-step problems; long = the test problems no program of <= 2 steps "
+                     f"solves)**\n\n{t}")
     for task, which in (("add", "the ensemble of seeds 0, 1, 2"),
                         ("add-seeds345", "the check: an ensemble of seeds 3, 4, 5")):
         t = e2h_table(results, task)

@@ -104,6 +104,10 @@ def tiny_results():
         "rest_em-arith": rows_for(["base"], ["test_acc", "pass@16"], [0])
         + rows_for(["rest_em", "self_train"], ["test_acc", "label_acc"], [1, 2])
         + rows_for(["sft_gold_pool"], ["test_acc"], [1]),
+        "rest_em_hard-code": rows_for(["base"], ["test_acc_long", "test_acc_short",
+                                                 "long_answers"], [0])
+        + rows_for(["rest_em"], ["test_acc_long", "test_acc_short", "long_answers"], [1, 2])
+        + rows_for(["sft_more"], ["test_acc_long", "test_acc_short", "long_answers"], [1]),
         "sft-arith": rows_for(["base"], ["test_acc"], [0])
         + rows_for(["n_gold_250", "n_gold_1000"], ["test_acc"], [0])
         + rows_for(["sft_more", "sft_gold_pool"], ["test_acc"], [1]),
@@ -133,7 +137,7 @@ def test_draw_all_writes_every_png(tmp_path):
     out = tmp_path / "figs"
     written = figures.draw_all(str(results), str(out))
     names = ["reflexion_trials.png", "self_correct_transitions.png", "w2s_pgr.png",
-             "w2s_curves.png", "rest_steps.png", "rest_em_iterations.png",
+             "w2s_curves.png", "rest_steps.png", "rest_em_iterations.png", "rest_em_hard.png",
              "rerank_curves_arith.png",
              "spin_iterations.png", "sft_curve_arith.png", "grpo_passk.png",
              "easy_to_hard_lengths.png"]

@@ -65,6 +65,19 @@ def test_e2h_table_on_hand_made_results(tmp_path):
                         "4.500 ± 0.707 | 5 4 |")
 
 
+def test_hard_table_on_hand_made_results(tmp_path):
+    rows = [dict(arm="base", step=0, metric=m, seed=s, value=v) for s in (0, 1)
+            for m, v in (("test_acc", 0.1), ("test_acc_long", 0.0 + 0.1 * s))]
+    rows += [dict(arm="rest_em", step=1, metric=m, seed=s, value=v) for s in (0, 1)
+             for m, v in (("test_acc", 0.2), ("kept", 50.0 + 10 * s))]
+    write(tmp_path, "rest_em_hard", "code", rows, {})
+    lines = report.hard_table(str(tmp_path)).splitlines()
+    assert lines[0].startswith("| arm | iteration | test_acc | test_acc_long |")
+    assert lines[2] == "| base | 0 | 0.100 ± 0.000 | 0.050 ± 0.071 |  |  |  |  |  |"
+    assert lines[3] == "| rest_em | 1 | 0.200 ± 0.000 |  |  |  |  | 55.000 ± 7.071 |  |"
+    assert report.hard_table(str(tmp_path / "none")) == ""
+
+
 def test_replace_block_keeps_the_hand_written_text(tmp_path):
     doc = tmp_path / "doc.md"
     doc.write_text(f"intro\n{report.BEGIN}\nold table\n{report.END}\noutro\n")
