@@ -26,3 +26,18 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture
+def one_line_error(monkeypatch, capsys):
+    """check(main, *args): True if a method's main(), run in-process with those command-line
+    arguments, stops with exit code 2 and an "error:" last line on stderr (what a user sees for
+    bad input; any other exception fails the test). In-process, because a subprocess per bad
+    flag spends its second or two importing torch."""
+    def check(main, *args):
+        monkeypatch.setattr(sys, "argv", ["method.py", *args])
+        with pytest.raises(SystemExit) as stop:
+            main()
+        err = capsys.readouterr().err.strip().splitlines()
+        return stop.value.code == 2 and bool(err) and "error:" in err[-1]
+    return check

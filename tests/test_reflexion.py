@@ -131,7 +131,5 @@ def test_quick_run_end_to_end_writes_results():
 
 @pytest.mark.parametrize("args", [["--task", "chess"], ["--trials", "0"], ["--seeds", "-1"],
                                   ["--temperature", "0"]])
-def test_bad_flags_get_one_line_errors(args):
-    r = run("--quick", *args)
-    assert r.returncode == 2
-    assert "Traceback" not in r.stderr and "error:" in r.stderr.strip().splitlines()[-1]
+def test_bad_flags_get_one_line_errors(args, one_line_error):
+    assert one_line_error(rx.main, "--quick", *args)

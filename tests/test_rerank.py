@@ -258,7 +258,5 @@ def test_rerank_quick_on_code_runs_the_programs():
 @pytest.mark.parametrize("args", [["--ns", "1,3"], ["--ns", "x"], ["--samples", "0"],
                                   ["--task", "chess"], ["--small_embd", "33"],
                                   ["--verifiers", "oracle"]])
-def test_bad_flags_get_one_line_errors(args):
-    r = run("methods/rerank.py", *args)
-    assert r.returncode == 2
-    assert "Traceback" not in r.stderr and "error:" in r.stderr.strip().splitlines()[-1]
+def test_bad_flags_get_one_line_errors(args, one_line_error):
+    assert one_line_error(rerank.main, *args)

@@ -196,7 +196,5 @@ def test_quick_run_end_to_end_writes_results():
 @pytest.mark.parametrize("args", [["--task", "chess"], ["--thresholds", "0.5,0.2"],
                                   ["--thresholds", "a"], ["--lr_decay", "2"], ["--steps", "0"],
                                   ["--warmup", "-1"], ["--temperature", "nan"]])
-def test_bad_flags_get_one_line_errors(args):
-    r = run("methods/rest.py", "--quick", *args)
-    assert r.returncode == 2
-    assert "Traceback" not in r.stderr and "error:" in r.stderr.strip().splitlines()[-1]
+def test_bad_flags_get_one_line_errors(args, one_line_error):
+    assert one_line_error(rest.main, "--quick", *args)

@@ -135,7 +135,5 @@ def test_quick_run_end_to_end_writes_results():
 @pytest.mark.parametrize("args", [["--task", "chess"], ["--cap", "0"], ["--arms", "rest_em,x"],
                                   ["--samples", "-1"], ["--pool", "2"], ["--vote", "1.5"],
                                   ["--warmup", "-1"]])
-def test_bad_flags_get_one_line_errors(args):
-    r = run("methods/rest_em.py", "--quick", *args)
-    assert r.returncode == 2
-    assert "Traceback" not in r.stderr and "error:" in r.stderr.strip().splitlines()[-1]
+def test_bad_flags_get_one_line_errors(args, one_line_error):
+    assert one_line_error(rest_em.main, "--quick", *args)

@@ -53,5 +53,8 @@ def test_quick_run_end_to_end_writes_results():
     assert arms == {"base", "sft_more", "sft_gold_pool", "rest_em", "self_train"}
     assert {"test_acc", "test_acc_long", "test_acc_short", "long_answers", "easy_acc",
             "short_share", "label_acc", "kept", "m_steps"} <= metrics
-    bad = run_script("methods/rest_em_hard.py", "--quick", "--arms", "rest_em,vote", timeout=60)
-    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
+def test_bad_flags_get_one_line_errors(one_line_error):
+    for args in (["--arms", "rest_em,vote"], ["--task", "arith"], ["--pool", "0"]):
+        assert one_line_error(rest_em_hard.main, "--quick", *args)

@@ -103,7 +103,5 @@ def test_quick_run_end_to_end_writes_results_with_consistent_transitions():
 
 @pytest.mark.parametrize("args", [["--task", "chess"], ["--rounds", "0"], ["--seeds", "x"],
                                   ["--revise_temperature", "-1"]])
-def test_bad_flags_get_one_line_errors(args):
-    r = run("--quick", *args)
-    assert r.returncode == 2
-    assert "Traceback" not in r.stderr and "error:" in r.stderr.strip().splitlines()[-1]
+def test_bad_flags_get_one_line_errors(args, one_line_error):
+    assert one_line_error(sc.main, "--quick", *args)
