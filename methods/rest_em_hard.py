@@ -84,6 +84,7 @@ FLAGS = dict(
 QUICK = dict(pool=20, test_problems=10, samples=4, eval_samples=4, steps=10, eval_every=5,
              iterations=2, n_val=8)
 HARD = 3  # steps of the pool's, val's and test's programs; the base saw 1 and 2
+ARMS = ("sft_more", "sft_gold_pool", "rest_em", "self_train")  # rest_em.ARMS' entries
 
 
 # ---------------------------------------------------------------------------------------------
@@ -139,14 +140,13 @@ def run_seed(seed, task, device, quick, arms, pool, iterations, samples,
     at = dict(base=base, task=task, gold_pairs=gold_pairs, pool=hard_pool, val=val,
               iterations=iterations, samples=samples, temperature=temperature, cap=cap,
               vote=0.5, measure=measure, seed=seed, tune=tune)
-    run = {arm: lambda arm=arm: rest_em.run_arm(arm, **at)
-           for arm in ("sft_more", "sft_gold_pool", "rest_em", "self_train")}
+    run = {arm: lambda arm=arm: rest_em.run_arm(arm, **at) for arm in ARMS}
     return rest_em.gap_closed(common.rows_of("base", 0, start) + common.run_arms(run, arms, seed))
 
 
 def main():
     args = common.parse_args(__doc__, FLAGS, QUICK, default_task="code", tasks=("code",))
-    common.comma_list(args.arms, ["sft_more", "sft_gold_pool", "rest_em", "self_train"], "arms")
+    common.comma_list(args.arms, ARMS, "arms")  # a bad arm fails now, not after a seed
     common.run_seeds("rest_em_hard", args, run_seed, FLAGS)
 
 
