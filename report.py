@@ -132,11 +132,10 @@ def lines_for(task, results=RESULTS):
     rec = load("grpo", task, results)
     if rec:
         c = rec["config"]
-        batches = {"grpo": -(-c["steps"] // c["inner_steps"]), "reinforce": c["steps"]}
-        batches["rest_em"] = batches["grpo"]  # rest_em is given grpo's budget of samples
-        for arm in ("grpo", "reinforce", "rest_em"):
-            add(f"RL: {arm}", rec, arm, "test_acc", 0, None, c["group"],
-                batches[arm] * c["prompts"] * c["group"], c["test_problems"], before_arm="base")
+        for arm in ("grpo", "reinforce", "rest_em"):  # each arm records the samples it drew
+            drawn = max(values(rec, arm, "samples").values(), default=0)
+            add(f"RL: {arm}", rec, arm, "test_acc", 0, None, c["group"], int(drawn),
+                c["test_problems"], before_arm="base")
     return out
 
 
