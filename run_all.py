@@ -38,9 +38,10 @@ RUNS = [("sft", "arith"), ("sft", "code"), ("ceiling", "arith"), ("ceiling", "co
         ("grpo", "code"), ("weak_to_strong", "arith"), ("easy_to_hard", "add"),
         ("rest_em", "code"), ("rest_em_hard", "code")]
 # The runs whose command line sets more than --task, --seeds and --device. ReST-EM on code: its
-# file's defaults are sized for arith (4,000 prompts, M-steps of up to 3,000 steps); half the
-# pool, 300 test problems, M-steps on the code base's own recipe (lr 3e-3, checked every 150 steps, at most 1,200) and no rest_em_vote (its
-# vote compares program text, which is not a program's behaviour).
+# file's defaults are sized for arith (4,000 prompts, M-steps of up to 3,000 steps); here half
+# the pool, 300 test problems, M-steps on the code base's own recipe (lr 3e-3, checked every 150
+# steps, at most 1,200) and no rest_em_vote (its vote compares program text, which is not a
+# program's behaviour).
 FLAGS_OF = {("rest_em", "code"): ["--pool", "2000", "--test_problems", "300", "--steps", "1200",
                                   "--eval_every", "150", "--lr", "3e-3", "--arms",
                                   "sft_more,sft_gold_pool,rest_em,self_train"]}
